@@ -1,0 +1,551 @@
+"""Training data: reading samples, the per-generation training formats, batching.
+
+One data path serves the three generations; what differs is the prompt format,
+written out in :func:`encode_sample` per ``mode``:
+
+* ``glm`` (ChatGLM-6B): ``source [gMASK] <sop> target <eop>``, the source being
+  ``"[Round 1]\\n问：" + instruction + input + "\\n答："``; every position before
+  ``<sop>`` is unsupervised (label -100).
+* ``glm2`` (ChatGLM2-6B): ``[gMASK] sop source target </s>`` with
+  ``"[Round 1]\\n\\n问：" + instruction + input + "\\n\\n答："``.
+* ``glm3`` (ChatGLM3-6B): ``[gMASK] sop <|user|> \\n instruction+input
+  <|assistant|> \\n output </s>``.
+
+These are exactly the sequences the original ChatGLM-Finetuning code built
+(``tests/fixtures/data_a.json`` pins them id by id), including its cuts: an
+over-long source keeps its head and, for glm/glm2, its last 3/4 tokens (the
+"答：" cue); the target is cut to what is left of ``max_len``.
+
+Sample files
+------------
+JSON lines (one sample per line, blank lines ignored) or one JSON array of
+samples. A sample is either
+
+* an instruction sample ``{"instruction": str, "input": str, "output": str}``
+  (all modes), or
+* a ChatGLM3 conversation (``glm3`` only): ``{"conversations": [message, ...]}``
+  or the bare list ``[message, ...]``, each message
+  ``{"role": "system"|"user"|"assistant", "content": str}``. A file whose whole
+  content is one list of messages is read as one conversation.
+
+Conversations are encoded the way the official ChatGLM3 ``finetune_demo`` does:
+``[gMASK] sop`` then, per message, ``<|role|> \\n content``, then ``</s>``. Every
+assistant message is supervised on its ``\\n``, its content and the token that
+follows it (the next message's role token, or the final ``</s>``), so the model
+learns both what to say and when to stop; system and user messages and the
+``<|assistant|>`` token itself are not supervised. A conversation is cut to
+``max_len`` tokens (``max_src_len`` is not used for it); one that keeps no
+supervised token after the cut is dropped and counted in ``skipped``.
+
+Every file is validated by :func:`read_samples` before any encoding (or model
+loading) happens; problems raise :class:`DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+MODES = ("glm", "glm2", "glm3")
+IGNORE_INDEX = -100
+ROLES = ("system", "user", "assistant")
+INSTRUCTION_FIELDS = ("instruction", "input", "output")
+
+# Prompt templates of the original fine-tuning code (single round).
+GLM_TEMPLATE = "[Round 1]\n问：{}\n答："
+GLM2_TEMPLATE = "[Round 1]\n\n问：{}\n\n答："
+# How many tokens at the end of an over-long glm/glm2 source are kept (the "答：" cue).
+_SOURCE_TAIL = {"glm": 3, "glm2": 4, "glm3": 0}
+# Positions of max_len that the format reserves besides source and target (the
+# original used 3 for glm/glm2 and 6 for glm3, where the role tokens sit in the target).
+_RESERVED = {"glm": 3, "glm2": 3, "glm3": 6}
+
+
+class DataError(ValueError):
+    """A sample file that cannot be used; the message names the file and line."""
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of ``glm``, ``glm2``, ``glm3``; raise ``ValueError`` otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    return mode
+
+
+def check_lengths(mode: str, max_len: int, max_src_len: int) -> None:
+    """Raise ``ValueError`` unless ``max_len``/``max_src_len`` leave room for a source and a target."""
+    check_mode(mode)
+    if max_src_len <= _SOURCE_TAIL[mode]:
+        raise ValueError(f"max_src_len must be > {_SOURCE_TAIL[mode]} for mode {mode} (got {max_src_len})")
+    if max_len - _RESERVED[mode] - max_src_len < 1:
+        raise ValueError(
+            f"max_len must be at least max_src_len + {_RESERVED[mode] + 1} for mode {mode} "
+            f"(got max_len={max_len}, max_src_len={max_src_len})"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _validate(sample: Any, where: str) -> dict:
+    """Check one raw sample; return it in canonical form (conversations as ``{"conversations": [...]}``)."""
+    if isinstance(sample, list):
+        sample = {"conversations": sample}
+    if not isinstance(sample, dict):
+        raise DataError(f"{where}: a sample must be a JSON object or a list of messages, got {type(sample).__name__}")
+    if "conversations" in sample:
+        conv = sample["conversations"]
+        if not isinstance(conv, list) or not conv:
+            raise DataError(f"{where}: 'conversations' must be a non-empty list of messages")
+        for i, msg in enumerate(conv):
+            if not isinstance(msg, dict):
+                raise DataError(f"{where}: message {i} must be an object with 'role' and 'content'")
+            for key in ("role", "content"):
+                if key not in msg:
+                    raise DataError(f"{where}: message {i} is missing the field '{key}'")
+                if not isinstance(msg[key], str):
+                    kind = type(msg[key]).__name__
+                    raise DataError(f"{where}: message {i} field '{key}' must be a string, got {kind}")
+            if msg["role"] not in ROLES:
+                raise DataError(f"{where}: message {i} has role {msg['role']!r}; expected one of {', '.join(ROLES)}")
+        return sample
+    for key in INSTRUCTION_FIELDS:
+        if key not in sample:
+            raise DataError(f"{where}: missing the field '{key}' (a sample needs {', '.join(INSTRUCTION_FIELDS)})")
+        if not isinstance(sample[key], str):
+            raise DataError(f"{where}: field '{key}' must be a string, got {type(sample[key]).__name__}")
+    return sample
+
+
+def _is_message_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _iter_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, element)`` for each element of a top-level JSON array, with the line it starts on."""
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    n = len(text)
+
+    def skip_ws(p: int) -> int:
+        while p < n and text[p] in " \t\r\n":
+            p += 1
+        return p
+
+    pos = skip_ws(pos)
+    if pos < n and text[pos] == "]":
+        return
+    while True:
+        line = text.count("\n", 0, pos) + 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+        yield line, value
+        pos = skip_ws(pos)
+        if pos < n and text[pos] == ",":
+            pos = skip_ws(pos + 1)
+        elif pos < n and text[pos] == "]":
+            return
+        else:
+            line = text.count("\n", 0, pos) + 1
+            raise DataError(f"{path}:{line}: malformed JSON array (expected ',' or ']')")
+
+
+def _read_numbered(path: str | Path) -> list[tuple[int, dict]]:
+    """Read and validate a sample file; return ``(line, sample)`` pairs in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise DataError(f"{path}:1: empty file, no samples")
+
+    raw: list[tuple[int, Any]] = []
+    whole: Any = None
+    if text.lstrip().startswith("["):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError as e:
+            # JSON lines whose first line is a conversation list, or a broken JSON array?
+            first = next(line for line in text.splitlines() if line.strip())
+            try:
+                json.loads(first)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+    if isinstance(whole, list):
+        first_line = text[: text.index("[")].count("\n") + 1
+        if _is_message_list(whole):
+            raw = [(first_line, whole)]  # the whole file is one conversation
+        else:
+            raw = list(_iter_array(text, path))
+    else:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+    if not raw:
+        raise DataError(f"{path}:1: no samples (empty JSON array)")
+    return [(line, _validate(s, f"{path}:{line}")) for line, s in raw]
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Read a JSON-lines file (or one JSON array) of samples and validate every one.
+
+    Returns the samples in file order; conversations come back as
+    ``{"conversations": [...]}``. Raises :class:`DataError` (a ``ValueError``) whose
+    one-line message names the file and line for malformed JSON, a missing or
+    non-string field, a bad message role, or an empty file. Call it before loading a
+    model so bad data fails fast.
+    """
+    return [s for _, s in _read_numbered(path)]
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodedSample:
+    """One sample in training format plus what the cut did to it.
+
+    ``source_len``/``target_len`` are token counts before any cut (for glm3 they
+    include the role and newline tokens; for a conversation ``source_len`` counts
+    every unsupervised-message token and ``target_len`` the assistant messages').
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    source_len: int
+    target_len: int
+    source_truncated: bool = False
+    target_truncated: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the source or the target was cut (what ``--is_skip`` drops)."""
+        return self.source_truncated or self.target_truncated
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return {"input_ids": list(self.input_ids), "labels": list(self.labels)}
+
+
+def _is_conversation(sample: dict) -> bool:
+    return "conversations" in sample
+
+
+def _canonical(sample: dict | list) -> dict:
+    """Accept a bare list of messages as a conversation sample."""
+    return {"conversations": sample} if isinstance(sample, list) else sample
+
+
+def _text(sample: dict) -> str:
+    return sample["instruction"] + sample["input"]
+
+
+def _cut_source(tokens: list, keep: int, tail: int) -> tuple[list, bool]:
+    """Keep the first ``keep - tail`` and last ``tail`` items when ``tokens`` is longer than ``keep``."""
+    if len(tokens) <= keep:
+        return tokens, False
+    head = tokens[: keep - tail]
+    return (head + tokens[-tail:] if tail else head), True
+
+
+def _glm_source_tokens(sample: dict, tokenizer, mode: str, max_src_len: int) -> tuple[list, int, bool]:
+    """The (possibly cut) source of an instruction sample: tokens for glm/glm2, ids for glm3."""
+    if mode == "glm3":
+        src = (
+            [tokenizer.get_command("<|user|>")]
+            + tokenizer.encode("\n", add_special_tokens=False)
+            + tokenizer.encode(_text(sample), add_special_tokens=False)
+        )
+    else:
+        template = GLM_TEMPLATE if mode == "glm" else GLM2_TEMPLATE
+        src = tokenizer.tokenize(template.format(_text(sample)))
+    cut, truncated = _cut_source(src, max_src_len, _SOURCE_TAIL[mode])
+    return cut, len(src), truncated
+
+
+def _message_ids(tokenizer, role: str, content: str) -> list[int]:
+    """``<|role|> \\n content`` as ChatGLM3 builds one message (no metadata)."""
+    return (
+        [tokenizer.get_command(f"<|{role}|>")]
+        + tokenizer.encode("\n", add_special_tokens=False)
+        + tokenizer.encode(content, add_special_tokens=False)
+    )
+
+
+def _encode_conversation(sample: dict, tokenizer, max_len: int) -> EncodedSample:
+    input_ids = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
+    supervise = [False, False]  # whether the *next* position's token is predicted and supervised
+    src_len = tgt_len = 0
+    for msg in sample["conversations"]:
+        ids = _message_ids(tokenizer, msg["role"], msg["content"])
+        is_answer = msg["role"] == "assistant"
+        if is_answer:
+            tgt_len += len(ids)
+        else:
+            src_len += len(ids)
+        input_ids += ids
+        supervise += [is_answer] * len(ids)
+    input_ids.append(tokenizer.eos_token_id)
+    # Official finetune_demo: the loss mask is shifted right by one, so an assistant
+    # message supervises its "\n", its content and the token after it.
+    supervise = [False] + supervise
+    labels = [tok if sup else IGNORE_INDEX for tok, sup in zip(input_ids, supervise)]
+    truncated = len(input_ids) > max_len
+    return EncodedSample(input_ids[:max_len], labels[:max_len], src_len, tgt_len, False, truncated)
+
+
+def encode_sample(sample: dict, tokenizer, mode: str, max_len: int, max_src_len: int) -> EncodedSample:
+    """Encode one validated sample into ``input_ids``/``labels`` in the ``mode``'s training format.
+
+    See the module docstring for the formats. The returned :class:`EncodedSample`
+    says whether the source or target was cut, so callers can apply ``is_skip``.
+    """
+    check_lengths(mode, max_len, max_src_len)
+    sample = _canonical(sample)
+    if _is_conversation(sample):
+        if mode != "glm3":
+            raise ValueError(f"conversation samples need mode glm3 (got mode {mode})")
+        return _encode_conversation(sample, tokenizer, max_len)
+
+    src, src_len, src_cut = _glm_source_tokens(sample, tokenizer, mode, max_src_len)
+    max_tgt_len = max_len - _RESERVED[mode] - len(src)
+    if mode == "glm3":
+        tgt = (
+            [tokenizer.get_command("<|assistant|>")]
+            + tokenizer.encode("\n", add_special_tokens=False)
+            + tokenizer.encode(sample["output"], add_special_tokens=False)
+        )
+    else:
+        tgt = tokenizer.tokenize(sample["output"])
+    tgt_len, tgt_cut = len(tgt), len(tgt) > max_tgt_len
+    tgt = tgt[:max_tgt_len]
+
+    if mode == "glm":
+        # source [gMASK] <sop> target <eop>; supervised from <sop> on.
+        input_ids = (
+            tokenizer.convert_tokens_to_ids(src)
+            + [tokenizer.gmask_token_id, tokenizer.bos_token_id]
+            + tokenizer.convert_tokens_to_ids(tgt)
+            + [tokenizer.eop_token_id]
+        )
+        context = len(src) + 1  # everything before <sop>
+    else:
+        # [gMASK] sop source target </s>; supervised after the source.
+        if mode == "glm2":
+            src, tgt = tokenizer.convert_tokens_to_ids(src), tokenizer.convert_tokens_to_ids(tgt)
+        head = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
+        input_ids = head + src + tgt + [tokenizer.eos_token_id]
+        context = len(src) + 2
+    labels = [IGNORE_INDEX] * context + input_ids[context:]
+    return EncodedSample(input_ids, labels, src_len, tgt_len, src_cut, tgt_cut)
+
+
+def encode_prompt(sample: dict, tokenizer, mode: str, max_src_len: int) -> list[int]:
+    """The prompt ids of ``sample`` exactly as training built them, up to where generation starts.
+
+    glm: ``source [gMASK] <sop>``; glm2: ``[gMASK] sop source``; glm3:
+    ``[gMASK] sop <|user|> \\n text <|assistant|>``. The source is cut to
+    ``max_src_len`` the same way as in training. For a conversation (glm3) the
+    prompt is every message before its last assistant message (or every message,
+    when it does not end with one) followed by ``<|assistant|>``; it is not cut.
+    """
+    check_mode(mode)
+    sample = _canonical(sample)
+    if _is_conversation(sample):
+        if mode != "glm3":
+            raise ValueError(f"conversation samples need mode glm3 (got mode {mode})")
+        conv = list(sample["conversations"])
+        if conv[-1]["role"] == "assistant":
+            conv = conv[:-1]
+        ids = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
+        for msg in conv:
+            ids += _message_ids(tokenizer, msg["role"], msg["content"])
+        return ids + [tokenizer.get_command("<|assistant|>")]
+    if max_src_len <= _SOURCE_TAIL[mode]:
+        raise ValueError(f"max_src_len must be > {_SOURCE_TAIL[mode]} for mode {mode} (got {max_src_len})")
+    src, _, _ = _glm_source_tokens(sample, tokenizer, mode, max_src_len)
+    if mode == "glm":
+        return tokenizer.convert_tokens_to_ids(src) + [tokenizer.gmask_token_id, tokenizer.bos_token_id]
+    head = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
+    if mode == "glm2":
+        return head + tokenizer.convert_tokens_to_ids(src)
+    return head + src + [tokenizer.get_command("<|assistant|>")]
+
+
+def _has_empty_output(sample: dict) -> bool:
+    if _is_conversation(sample):
+        return any(m["role"] == "assistant" and not m["content"].strip() for m in sample["conversations"])
+    return not sample["output"].strip()
+
+
+@dataclass
+class EncodedFile:
+    """A sample file in training format, with the statistics of how it was built.
+
+    ``samples`` are the kept samples in file order. The per-sample lists
+    (``source_lengths``, ``target_lengths``: token counts before any cut;
+    ``lengths``: final ``input_ids`` length) cover every sample read, kept or not,
+    so a notebook can plot them to choose ``max_len``/``max_src_len``.
+    """
+
+    path: str
+    mode: str
+    max_len: int
+    max_src_len: int
+    is_skip: bool
+    samples: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    empty_outputs: int = 0
+    source_truncated: int = 0
+    target_truncated: int = 0
+    num_read: int = 0
+    source_lengths: list[int] = field(default_factory=list)
+    target_lengths: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def skip_message(self) -> str:
+        """The line the original training code printed."""
+        return f"the number of skipping data is {self.skipped}"
+
+    @property
+    def supervised_tokens(self) -> int:
+        return sum(sum(1 for x in s["labels"] if x != IGNORE_INDEX) for s in self.samples)
+
+    def summary(self) -> str:
+        """A one-line account of what was read, kept, cut and skipped."""
+        return (
+            f"{self.path}: read {self.num_read}, kept {len(self.samples)}, skipped {self.skipped}, "
+            f"source cut {self.source_truncated}, target cut {self.target_truncated}, "
+            f"empty outputs {self.empty_outputs} (mode {self.mode}, max_len {self.max_len}, "
+            f"max_src_len {self.max_src_len}, is_skip {self.is_skip})"
+        )
+
+
+def encode_file(
+    path: str | Path,
+    tokenizer,
+    mode: str,
+    max_len: int,
+    max_src_len: int,
+    is_skip: bool = False,
+    verbose: bool = True,
+) -> EncodedFile:
+    """Read, validate and encode a sample file for training.
+
+    With ``is_skip`` every sample whose source or target was cut is dropped and
+    counted in ``skipped``. Samples with an empty output are kept (they still teach
+    the model to stop) and counted in ``empty_outputs``. With ``verbose`` prints
+    the original's ``the number of skipping data is N`` line, plus a warning when
+    some outputs are empty.
+    """
+    check_lengths(mode, max_len, max_src_len)
+    numbered = _read_numbered(path)
+    if mode != "glm3":
+        for line, s in numbered:
+            if _is_conversation(s):
+                raise DataError(f"{path}:{line}: conversation samples need mode glm3 (got mode {mode})")
+    out = EncodedFile(str(path), mode, max_len, max_src_len, is_skip, num_read=len(numbered))
+    for line, sample in numbered:
+        enc = encode_sample(sample, tokenizer, mode, max_len, max_src_len)
+        out.source_lengths.append(enc.source_len)
+        out.target_lengths.append(enc.target_len)
+        out.lengths.append(len(enc.input_ids))
+        out.source_truncated += enc.source_truncated
+        out.target_truncated += enc.target_truncated
+        if _has_empty_output(sample):
+            out.empty_outputs += 1
+        if (is_skip and enc.truncated) or enc.num_supervised == 0:
+            if enc.num_supervised == 0:
+                logger.warning("%s:%d: no supervised token left after the cut to max_len=%d; dropped",
+                               path, line, max_len)
+            out.skipped += 1
+            continue
+        out.samples.append(enc.as_dict())
+    logger.info(out.summary())
+    if verbose:
+        print(out.skip_message)
+        if out.empty_outputs:
+            print(f"the number of samples with an empty output is {out.empty_outputs}")
+    return out
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class EncodedDataset(Dataset):
+    """A torch ``Dataset`` over encoded samples (``{"input_ids", "labels"}`` dicts)."""
+
+    def __init__(self, samples: EncodedFile | Sequence[dict]):
+        self.encoded = samples if isinstance(samples, EncodedFile) else None
+        self.samples = list(samples.samples if isinstance(samples, EncodedFile) else samples)
+
+    @classmethod
+    def from_file(cls, path, tokenizer, mode: str, max_len: int, max_src_len: int, is_skip: bool = False, **kw):
+        """Encode ``path`` with :func:`encode_file` and wrap the result."""
+        return cls(encode_file(path, tokenizer, mode, max_len, max_src_len, is_skip, **kw))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.samples[i]
+
+
+class DataCollator:
+    """Pads a list of encoded samples to the batch's longest row, on the right.
+
+    Returns LongTensors ``input_ids`` (padded with ``pad_token_id``), ``labels``
+    (padded with -100) and ``attention_mask`` (1 on real tokens, 0 on padding),
+    each ``(B, T)``.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        if pad_token_id is None:
+            raise ValueError("pad_token_id must be an int (the tokenizer's pad_token_id)")
+        self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, batch: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not batch:
+            raise ValueError("cannot collate an empty batch")
+        longest = max(len(s["input_ids"]) for s in batch)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        input_ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
+        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)  # (B, T)
+        for i, s in enumerate(batch):
+            n = len(s["input_ids"])
+            if len(s["labels"]) != n:
+                raise ValueError(f"sample {i}: {n} input_ids but {len(s['labels'])} labels")
+            input_ids[i, :n] = torch.as_tensor(s["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(s["labels"], dtype=torch.long)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
