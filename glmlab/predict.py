@@ -1,0 +1,319 @@
+"""Predict a test file with a base model plus any training output, or chat with ChatGLM3.
+
+File mode::
+
+    python -m glmlab.predict --model_name_or_path BASE --checkpoint OUT/epoch-1-step-45 \\
+        --test_path data/spo_test.jsonl --output_path preds.jsonl
+
+builds each sample's prompt exactly as training did (``glmlab.data.encode_prompt``),
+generates in left-padded batches, writes one JSON line per sample (its fields plus
+``prediction``) and prints a score: triple F1 (the original project's mean
+per-sample F1, plus micro P/R/F1) when the references are ``head_relation_tail``
+lines, character ROUGE-L / BLEU-4 when they are lists of questions
+(doc-to-question), or as ``--metric`` says.
+
+Chat mode (ChatGLM3)::
+
+    python -m glmlab.predict --checkpoint DIR --chat
+
+reads one query per line from stdin and keeps the history; an empty line clears it.
+:func:`chat` (from :mod:`glmlab.inference`) does one turn from Python.
+
+Every path and flag is checked before a model is loaded; a problem is one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from glmlab.inference import (
+    DEFAULT_DO_SAMPLE,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    CheckpointError,
+    CheckpointInfo,
+    chat,
+    checkpoint_mode,
+    describe_checkpoint,
+    generate_batch,
+    load_for_inference,
+)
+from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
+
+__all__ = ["chat", "build_parser", "parse_args", "predict_samples", "reference_of", "score", "chat_loop", "main"]
+
+PROG = "glmlab.predict"
+# glmlab.train's defaults; a checkpoint's glmlab_checkpoint.json records the values it was trained with.
+DEFAULT_MAX_LEN = 1024
+DEFAULT_MAX_SRC_LEN = 256
+
+
+class UsageError(ValueError):
+    """A bad flag or path, found before any model is loaded."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags (names as in the original ChatGLM fine-tuning scripts where they exist)."""
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model_name_or_path", help="base model folder (default: the base recorded in the checkpoint)")
+    p.add_argument("--checkpoint", help="training output: all/freeze/lora/ptuning checkpoint folder (or a model folder)")
+    p.add_argument("--test_path", help="JSON-lines test file (instruction/input/output samples or glm3 conversations)")
+    p.add_argument("--output_path", help="where to write the predictions (JSON lines)")
+    p.add_argument("--mode", choices=["glm", "glm2", "glm3"], help="model generation (default: recorded / inferred)")
+    p.add_argument("--max_len", type=int, help=f"training max_len; with max_src_len it gives the default max_new_tokens "
+                   f"(default: the checkpoint's training value, else {DEFAULT_MAX_LEN})")
+    p.add_argument("--max_src_len", type=int, help=f"prompts are cut to this many tokens, as in training "
+                   f"(default: the checkpoint's training value, else {DEFAULT_MAX_SRC_LEN})")
+    p.add_argument("--max_new_tokens", type=int, help="default: max_len - max_src_len - 3 (as the original scripts)")
+    p.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling (only with --do_sample)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature (only with --do_sample)")
+    p.add_argument("--do_sample", action="store_true", default=DEFAULT_DO_SAMPLE, help="sample instead of greedy decoding")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts generated together (left-padded)")
+    p.add_argument("--seed", type=int, default=1234, help="random seed (matters with --do_sample)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or a bare GPU number N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
+    p.add_argument("--metric", default="auto", choices=["auto", "f1", "rouge", "none"],
+                   help="score to print (auto: chosen by the references)")
+    p.add_argument("--limit", type=int, help="predict only the first N samples")
+    p.add_argument("--chat", action="store_true", help="interactive ChatGLM3 chat on stdin instead of a test file")
+    return p
+
+
+def _device(value: str) -> str:
+    import torch
+
+    device = f"cuda:{value}" if value.isdigit() else value
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {value!r} is not a device (cpu, cuda, cuda:N or N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {value}: CUDA is not available on this machine")
+    return device
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, CheckpointInfo]:
+    """Parse and validate the flags; return them and what the checkpoint holds. Loads no model.
+
+    Raises :class:`UsageError` (or :class:`CheckpointError`) with a one-line message.
+    ``args.mode``, ``args.device``, ``args.max_len`` / ``args.max_src_len`` (default: the
+    values the checkpoint was trained with) and ``args.max_new_tokens`` come back resolved, and
+    ``args.samples`` holds the validated test samples (file mode).
+    """
+    from glmlab.data import DataError, check_lengths, read_samples
+
+    args = build_parser().parse_args(argv)
+    if args.checkpoint is None and args.model_name_or_path is None:
+        raise UsageError("pass --checkpoint and/or --model_name_or_path")
+    for flag in ("checkpoint", "model_name_or_path"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).is_dir():
+            raise UsageError(f"--{flag} {value}: folder not found")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1 (got {args.batch_size})")
+    if not 0.0 < args.top_p <= 1.0:
+        raise UsageError(f"--top_p must be in (0, 1] (got {args.top_p})")
+    if args.temperature <= 0:
+        raise UsageError(f"--temperature must be > 0 (got {args.temperature})")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1 (got {args.limit})")
+
+    if args.chat:
+        if args.test_path or args.output_path:
+            raise UsageError("--chat reads stdin; do not pass --test_path / --output_path with it")
+    else:
+        if not args.test_path or not args.output_path:
+            raise UsageError("pass --test_path and --output_path (or --chat)")
+        test, out = Path(args.test_path), Path(args.output_path)
+        if not test.is_file():
+            raise UsageError(f"--test_path {test}: file not found")
+        if out.is_dir():
+            raise UsageError(f"--output_path {out} is a folder; give a file name")
+        if out.exists() and out.resolve() == test.resolve():
+            raise UsageError("--output_path must not be the test file")
+        if out.parent != Path("") and out.parent.exists() and not out.parent.is_dir():
+            raise UsageError(f"--output_path {out}: {out.parent} is not a folder")
+
+    if args.checkpoint is not None:
+        info = describe_checkpoint(args.checkpoint, args.model_name_or_path)
+    else:
+        info = describe_checkpoint(args.model_name_or_path)
+        if info.needs_base:
+            raise UsageError(
+                f"--model_name_or_path {args.model_name_or_path} is a {info.kind} checkpoint; pass it as --checkpoint"
+            )
+    args.mode = checkpoint_mode(info, args.mode)
+    trained = info.meta.get("args") if isinstance(info.meta.get("args"), dict) else {}
+    if args.max_len is None:
+        args.max_len = int(trained.get("max_len", DEFAULT_MAX_LEN))
+    if args.max_src_len is None:
+        args.max_src_len = int(trained.get("max_src_len", DEFAULT_MAX_SRC_LEN))
+    if args.chat and args.mode != "glm3":
+        raise UsageError(f"--chat needs a ChatGLM3 model (mode glm3); this one is {args.mode}")
+
+    if not args.chat:
+        try:
+            check_lengths(args.mode, args.max_len, args.max_src_len)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if args.max_new_tokens is None:
+        args.max_new_tokens = args.max_len - args.max_src_len - 3
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
+    args.device = _device(args.device)
+
+    args.samples = None
+    if not args.chat:
+        try:
+            args.samples = read_samples(args.test_path)
+        except DataError as err:
+            raise UsageError(str(err)) from None
+        if args.limit is not None:
+            args.samples = args.samples[: args.limit]
+        if any("conversations" in s for s in args.samples) and args.mode != "glm3":
+            raise UsageError(f"{args.test_path}: conversation samples need a ChatGLM3 model; this one is {args.mode}")
+    return args, info
+
+
+def reference_of(sample: dict):
+    """The expected answer of a sample: ``output`` (a string, or a list of acceptable ones), or a
+    conversation's final assistant message; ``None`` when the sample has none."""
+    if "conversations" in sample:
+        last = sample["conversations"][-1]
+        return last["content"] if last["role"] == "assistant" else None
+    return sample.get("output")
+
+
+def predict_samples(
+    model,
+    tokenizer,
+    mode: str,
+    samples: Sequence[dict],
+    max_src_len: int,
+    batch_size: int = 8,
+    progress: TextIO | None = None,
+    **gen_kwargs,
+) -> list[str]:
+    """Generate a prediction for every sample, ``batch_size`` prompts at a time, in file order."""
+    from glmlab.data import encode_prompt
+
+    prompts = [encode_prompt(s, tokenizer, mode, max_src_len) for s in samples]
+    predictions: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        predictions += generate_batch(model, tokenizer, prompts[start : start + batch_size], mode, **gen_kwargs)
+        if progress is not None:
+            print(f"{PROG}: {len(predictions)}/{len(prompts)} samples", file=progress, flush=True)
+    return predictions
+
+
+def score(samples: Sequence[dict], predictions: Sequence[str], metric: str = "auto") -> dict | None:
+    """Score predictions against the samples' references.
+
+    ``metric``: ``f1`` (triples), ``rouge`` (character ROUGE-L and BLEU-4), ``none``,
+    or ``auto``: ``f1`` when every reference is triples, ``rouge`` when references are
+    lists of strings (doc-to-question), otherwise nothing. Returns ``None`` when there
+    is nothing to score.
+    """
+    refs = [reference_of(s) for s in samples]
+    if metric == "none" or not refs or any(r is None for r in refs):
+        return None
+    if metric == "auto":
+        if looks_like_triples(refs):
+            metric = "f1"
+        elif any(isinstance(r, list) for r in refs):
+            metric = "rouge"
+        else:
+            return None
+    if metric == "f1":
+        if not all(isinstance(r, str) for r in refs):
+            raise ValueError("triple F1 needs string references")
+        return {"metric": "triple_f1", **triple_f1(predictions, refs).as_dict()}
+    return {"metric": "rouge", **generation_scores(predictions, refs)}
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    """Write rows as JSON lines atomically (a temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def chat_loop(model, tokenizer, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, **gen_kwargs) -> list[dict]:
+    """Interactive chat: one query per line, history kept across turns; an empty line clears it.
+
+    Stops at end of input (Ctrl-D) or Ctrl-C; returns the final history.
+    """
+    history: list[dict] = []
+    print("Chat with the model. Empty line: clear the history. Ctrl-D: quit.", file=stdout, flush=True)
+    try:
+        while True:
+            print("用户：", end="", file=stdout, flush=True)
+            line = stdin.readline()
+            if not line:
+                break
+            query = line.rstrip("\n")
+            if not query.strip():
+                history = []
+                print("(history cleared)", file=stdout, flush=True)
+                continue
+            response, history = chat(model, tokenizer, query, history, **gen_kwargs)
+            print(f"ChatGLM：{response}", file=stdout, flush=True)
+    except KeyboardInterrupt:
+        pass
+    print(file=stdout, flush=True)
+    return history
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m glmlab.predict``."""
+    try:
+        args, info = parse_args(argv)
+    except (UsageError, CheckpointError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.manual_seed(args.seed)
+    try:
+        model, tokenizer, mode = load_for_inference(
+            info.path, base=args.model_name_or_path, dtype=args.dtype, device=args.device, mode=args.mode
+        )
+    except CheckpointError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    gen = dict(
+        max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, top_p=args.top_p, temperature=args.temperature
+    )
+
+    if args.chat:
+        chat_loop(model, tokenizer, **gen)
+        return 0
+
+    predictions = predict_samples(
+        model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr, **gen
+    )
+    _write_jsonl(Path(args.output_path), [{**s, "prediction": p} for s, p in zip(args.samples, predictions)])
+    print(f"{PROG}: wrote {len(predictions)} predictions to {args.output_path}", file=sys.stderr)
+    result = score(args.samples, predictions, args.metric)
+    if result is not None:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
