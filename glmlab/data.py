@@ -95,8 +95,11 @@ def check_lengths(mode: str, max_len: int, max_src_len: int) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def _validate(sample: Any, where: str) -> dict:
-    """Check one raw sample; return it in canonical form (conversations as ``{"conversations": [...]}``)."""
+def _validate(sample: Any, where: str, references: bool = False) -> dict:
+    """Check one raw sample; return it in canonical form (conversations as ``{"conversations": [...]}``).
+
+    With ``references`` (test files), ``output`` may also be a list of reference strings.
+    """
     if isinstance(sample, list):
         sample = {"conversations": sample}
     if not isinstance(sample, dict):
@@ -120,8 +123,12 @@ def _validate(sample: Any, where: str) -> dict:
     for key in INSTRUCTION_FIELDS:
         if key not in sample:
             raise DataError(f"{where}: missing the field '{key}' (a sample needs {', '.join(INSTRUCTION_FIELDS)})")
-        if not isinstance(sample[key], str):
-            raise DataError(f"{where}: field '{key}' must be a string, got {type(sample[key]).__name__}")
+        value = sample[key]
+        if references and key == "output" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            continue
+        if not isinstance(value, str):
+            expected = "a string or a non-empty list of strings" if references and key == "output" else "a string"
+            raise DataError(f"{where}: field '{key}' must be {expected}, got {type(value).__name__}")
     return sample
 
 
@@ -160,7 +167,7 @@ def _iter_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
             raise DataError(f"{path}:{line}: malformed JSON array (expected ',' or ']')")
 
 
-def _read_numbered(path: str | Path) -> list[tuple[int, dict]]:
+def _read_numbered(path: str | Path, references: bool = False) -> list[tuple[int, dict]]:
     """Read and validate a sample file; return ``(line, sample)`` pairs in file order."""
     path = Path(path)
     if not path.is_file():
@@ -202,19 +209,20 @@ def _read_numbered(path: str | Path) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
     if not raw:
         raise DataError(f"{path}:1: no samples (empty JSON array)")
-    return [(line, _validate(s, f"{path}:{line}")) for line, s in raw]
+    return [(line, _validate(s, f"{path}:{line}", references)) for line, s in raw]
 
 
-def read_samples(path: str | Path) -> list[dict]:
+def read_samples(path: str | Path, references: bool = False) -> list[dict]:
     """Read a JSON-lines file (or one JSON array) of samples and validate every one.
 
     Returns the samples in file order; conversations come back as
     ``{"conversations": [...]}``. Raises :class:`DataError` (a ``ValueError``) whose
     one-line message names the file and line for malformed JSON, a missing or
     non-string field, a bad message role, or an empty file. Call it before loading a
-    model so bad data fails fast.
+    model so bad data fails fast. ``references=True`` is for test files: there ``output``
+    may also be a list of reference strings (doc-to-question: several good questions).
     """
-    return [s for _, s in _read_numbered(path)]
+    return [s for _, s in _read_numbered(path, references)]
 
 
 # --------------------------------------------------------------------------- encoding

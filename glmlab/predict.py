@@ -172,7 +172,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     args.samples = None
     if not args.chat:
         try:
-            args.samples = read_samples(args.test_path)
+            args.samples = read_samples(args.test_path, references=True)
         except DataError as err:
             raise UsageError(str(err)) from None
         if args.limit is not None:

@@ -305,3 +305,16 @@ def test_dataset_and_dataloader(tokenizers):
     assert batch["input_ids"].shape == (4, longest)
     assert batch["attention_mask"].sum(1).tolist() == [len(s["input_ids"]) for s in enc.samples[:4]]
     assert len(EncodedDataset.from_file(SAMPLES, tok, "glm2", 128, 72, verbose=False)) == 40
+
+
+def test_reference_lists_only_in_test_files(tmp_path):
+    # Doc-to-question test files hold several acceptable questions per document.
+    path = tmp_path / "d2q_test.jsonl"
+    sample = {"instruction": "请根据下面文档生成一个问题，文档：", "input": "发动机水温高。", "output": ["为什么水温高？", "水温高怎么办？"]}
+    path.write_text(json.dumps(sample, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_samples(path, references=True) == [sample]
+    with pytest.raises(DataError, match=r"d2q_test.jsonl:1: field 'output' must be a string, got list"):
+        read_samples(path)
+    path.write_text(json.dumps({**sample, "output": ["ok", 3]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"d2q_test.jsonl:1: field 'output' must be a string or a non-empty list of strings"):
+        read_samples(path, references=True)
