@@ -39,6 +39,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration import ChatGLMConfig
+from .lm_head import causal_lm_output, keep_positions, resolve_cache
 from .prefix import PrefixEncoder
 
 
@@ -485,10 +486,7 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
         """
         if kwargs.get("output_attentions"):
             raise NotImplementedError("output_attentions is not supported")
-        if past_key_values is not None:
-            if cache is not None:
-                raise ValueError("pass the cache as either `cache` or `past_key_values`, not both")
-            cache = past_key_values
+        cache = resolve_cache(cache, past_key_values)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         outputs = self.transformer(
@@ -500,29 +498,8 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int):
-            if logits_to_keep > 0:
-                hidden_states = hidden_states[:, -logits_to_keep:]
-        else:
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)  # (B, T, V)
-
-        loss = None
-        if labels is not None:
-            # Position t predicts labels[t + 1]. Shifting the labels (the last position gets -100)
-            # instead of slicing the logits avoids copying the (B, T, V) logits.
-            shift_labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]
-            loss = F.cross_entropy(  # always in fp32
-                logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
-            )
-
-        if not return_dict:
-            output = tuple(x for x in (logits, outputs.cache, outputs.hidden_states) if x is not None)
-            return (loss, *output) if loss is not None else output
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
-        )
+        logits = self.lm_head(keep_positions(outputs.last_hidden_state, logits_to_keep))  # (B, T, V)
+        return causal_lm_output(logits, labels, outputs, return_dict)
 
     def prepare_inputs_for_generation(
         self,

@@ -32,6 +32,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from glmlab.models.configuration import ChatGLMConfig
+from glmlab.models.lm_head import causal_lm_output, keep_positions, resolve_cache
 from glmlab.models.prefix import PrefixEncoder
 
 # Official rotary base. ``rope_ratio`` (the long-context variants) scales it.
@@ -489,10 +490,7 @@ class ChatGLM2ForConditionalGeneration(ChatGLM2PreTrainedModel, GenerationMixin)
                 ``labels[t + 1]``, averaged over the labels that are not -100.
             logits_to_keep: compute logits for the last N positions only (0 = all); ``generate`` uses 1.
         """
-        if past_key_values is not None:
-            if cache is not None:
-                raise ValueError("pass the cache as either `cache` or `past_key_values`, not both")
-            cache = past_key_values
+        cache = resolve_cache(cache, past_key_values)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         outputs = self.transformer(
@@ -504,26 +502,5 @@ class ChatGLM2ForConditionalGeneration(ChatGLM2PreTrainedModel, GenerationMixin)
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int):
-            if logits_to_keep > 0:
-                hidden_states = hidden_states[:, -logits_to_keep:]
-        else:
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.transformer.output_layer(hidden_states)  # (B, T, V)
-
-        loss = None
-        if labels is not None:
-            # Position t predicts labels[t + 1]. Shifting the labels (the last position gets -100)
-            # instead of slicing the logits avoids copying the (B, T, V) logits.
-            shift_labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]
-            loss = F.cross_entropy(  # always in fp32
-                logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
-            )
-
-        if not return_dict:
-            output = tuple(x for x in (logits, outputs.cache, outputs.hidden_states) if x is not None)
-            return (loss, *output) if loss is not None else output
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
-        )
+        logits = self.transformer.output_layer(keep_positions(outputs.last_hidden_state, logits_to_keep))  # (B, T, V)
+        return causal_lm_output(logits, labels, outputs, return_dict)
