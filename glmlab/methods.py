@@ -1,0 +1,282 @@
+"""The four fine-tuning methods as strategies: what each trains and what each saves.
+
+The training loop calls the same five methods whatever ``--train_type`` is and never
+branches on the method's name:
+
+* ``config_overrides(args)`` -> config fields the base model is loaded with;
+* ``check(args, names)`` -> raise ``ValueError`` before anything is loaded when the
+  method's targets match none of the checkpoint's tensor ``names``;
+* ``prepare(model, args)`` -> the model ready to train (``requires_grad`` set, adapters added);
+* ``describe(model)`` -> one line with the trainable and total parameter counts;
+* ``save(model, tokenizer, out_dir, state_dict)`` -> write what the method needs to reload.
+
+=========  ===============================================  ==========================================
+method     trains                                           saves (``output_dir/epoch-E-step-S/``)
+=========  ===============================================  ==========================================
+freeze     parameters whose name contains a pattern of      the full model in HF format. A documented
+           ``--freeze_module_name`` (``layers.27.``; a      choice: the checkpoint then loads on its own
+           bare number ``27`` means ``layers.27.``)         with ``glmlab.load_model`` like the base,
+                                                            at the cost of disk space.
+ptuning    only ``transformer.prefix_encoder`` (the model   ``prefix_encoder.safetensors`` (its keys only)
+           is loaded with ``pre_seq_len`` and               and ``config.json`` with ``pre_seq_len`` /
+           ``prefix_projection``)                           ``prefix_projection`` to rebuild the model.
+lora       peft LoRA adapters on ``--lora_module_name``     a peft adapter folder (``adapter_config.json``,
+           (rank ``--lora_dim``, ``--lora_alpha``,          ``adapter_model.safetensors``, fp32).
+           ``--lora_dropout``); the base is frozen
+all        every parameter                                  the full model in HF format.
+=========  ===============================================  ==========================================
+
+Every checkpoint also holds the tokenizer (written here) and ``glmlab_checkpoint.json``
+(written by :mod:`glmlab.checkpoint`). :func:`glmlab.inference.load_for_inference` reloads any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+PREFIX_ENCODER = "transformer.prefix_encoder."
+# How many names an error message lists.
+_SHOW = 6
+
+
+# --------------------------------------------------------------------------- names and patterns
+def checkpoint_parameter_names(path: str | Path) -> list[str]:
+    """The tensor names of a checkpoint folder, read without loading any weight.
+
+    safetensors headers and ``*.index.json`` weight maps are read directly; a single
+    ``pytorch_model.bin`` is memory-mapped. These are the model's parameter names,
+    since glmlab's models load official checkpoints strictly.
+    """
+    from glmlab.loading import weight_files
+
+    files = weight_files(Path(path))
+    folder = Path(path)
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            return sorted(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"])
+    names: list[str] = []
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                names.extend(handle.keys())
+        else:
+            import torch
+
+            names.extend(torch.load(file, map_location="cpu", weights_only=True, mmap=True).keys())
+    return sorted(names)
+
+
+def split_names(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (comma-separated, blanks dropped)."""
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def freeze_patterns(text: str) -> list[str]:
+    """The patterns of ``--freeze_module_name``; a bare layer index ``27`` becomes ``layers.27.``."""
+    return [f"layers.{p}." if p.isdigit() else p for p in split_names(text)]
+
+
+def match_patterns(patterns: Sequence[str], names: Iterable[str]) -> dict[str, list[str]]:
+    """For each freeze pattern, the names that contain it (substring match, as the original code)."""
+    names = list(names)
+    return {p: [n for n in names if p in n] for p in patterns}
+
+
+def module_names(parameter_names: Iterable[str]) -> list[str]:
+    """Module names owning the given parameters (``a.b.weight`` -> ``a.b``), in order, without repeats."""
+    return list(dict.fromkeys(n.rpartition(".")[0] for n in parameter_names if "." in n))
+
+
+def match_modules(targets: Sequence[str], modules: Iterable[str]) -> dict[str, list[str]]:
+    """For each LoRA target, the modules peft would adapt: the name equals it or ends with ``.target``."""
+    modules = list(modules)
+    return {t: [m for m in modules if m == t or m.endswith("." + t)] for t in targets}
+
+
+def _unmatched(matches: dict[str, list[str]]) -> list[str]:
+    return [key for key, hits in matches.items() if not hits]
+
+
+def _verb(subjects: Sequence[str]) -> str:
+    return "matches" if len(subjects) == 1 else "match"
+
+
+def _examples(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOW])
+    return shown + (", ..." if len(names) > _SHOW else "")
+
+
+# --------------------------------------------------------------------------- counting
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts (ZeRO-3 partitioned parameters count at full size)."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", None) or p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def trainable_names(model) -> list[str]:
+    """Names of the parameters that will be trained."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+# --------------------------------------------------------------------------- strategies
+class Strategy:
+    """What a fine-tuning method trains and saves. Subclasses override what differs."""
+
+    name = ""
+    #: "full": the checkpoint holds every tensor; "trainable": only the trained ones.
+    saves = "full"
+
+    def config_overrides(self, args) -> dict[str, Any]:
+        """Config fields to load the base model with (none by default)."""
+        return {}
+
+    def check(self, args, names: Sequence[str]) -> None:
+        """Raise ``ValueError`` when ``args`` target nothing among the checkpoint's tensor ``names``."""
+
+    def prepare(self, model, args):
+        """Return ``model`` ready to train: every parameter trainable (the ``all`` method)."""
+        model.requires_grad_(True)
+        return model
+
+    def describe(self, model) -> str:
+        """``trainable params: N || all params: M || trainable%: P`` plus what is trained and saved."""
+        trainable, total = count_parameters(model)
+        return (f"{self.name}: trainable params: {trainable:,} || all params: {total:,} || "
+                f"trainable%: {100 * trainable / max(total, 1):.4f} || saves: {self.saves_what}")
+
+    @property
+    def saves_what(self) -> str:
+        return "the full model (HF format)"
+
+    def save(self, model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
+        """Write the weights the method needs (``state_dict``: gathered by the caller) and the tokenizer."""
+        model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(str(out_dir))
+
+
+class FullStrategy(Strategy):
+    """``all``: every parameter is trained; the full model is saved."""
+
+    name = "all"
+
+
+class FreezeStrategy(Strategy):
+    """``freeze``: only parameters matching ``--freeze_module_name`` are trained; the full model is saved."""
+
+    name = "freeze"
+
+    def check(self, args, names: Sequence[str]) -> None:
+        patterns = freeze_patterns(args.freeze_module_name)
+        if not patterns:
+            raise ValueError("--freeze_module_name is empty: name the parameters to train, e.g. 'layers.27.'")
+        missing = _unmatched(match_patterns(patterns, names))
+        if missing:
+            layers = sorted({int(m) for m in re.findall(r"layers\.(\d+)\.", " ".join(names))})
+            span = f"layers.0. .. layers.{layers[-1]}." if layers else _examples(list(names))
+            raise ValueError(f"--freeze_module_name: {', '.join(repr(p) for p in missing)} {_verb(missing)} no parameter "
+                             f"(this model has {span})")
+
+    def prepare(self, model, args):
+        self.check(args, [n for n, _ in model.named_parameters()])
+        patterns = freeze_patterns(args.freeze_module_name)
+        for name, param in model.named_parameters():
+            param.requires_grad_(any(p in name for p in patterns))
+        return model
+
+
+class PTuningStrategy(Strategy):
+    """``ptuning``: P-tuning v2; only the prefix encoder is trained and saved."""
+
+    name = "ptuning"
+    saves = "trainable"
+    file_name = "prefix_encoder.safetensors"
+
+    def config_overrides(self, args) -> dict[str, Any]:
+        return {"pre_seq_len": args.pre_seq_len, "prefix_projection": bool(args.prefix_projection)}
+
+    def prepare(self, model, args):
+        found = False
+        for name, param in model.named_parameters():
+            is_prefix = name.startswith(PREFIX_ENCODER)
+            param.requires_grad_(is_prefix)
+            found |= is_prefix
+        if not found:
+            raise ValueError(f"ptuning: the model has no {PREFIX_ENCODER.rstrip('.')} (was it loaded with pre_seq_len?)")
+        return model
+
+    @property
+    def saves_what(self) -> str:
+        return f"{self.file_name} + config.json"
+
+    def save(self, model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        if state_dict is None:
+            state_dict = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        prefix = {n: t.detach().float().cpu().contiguous() for n, t in state_dict.items() if n.startswith(PREFIX_ENCODER)}
+        if not prefix:
+            raise ValueError(f"ptuning: nothing to save (no {PREFIX_ENCODER}* tensor in the state dict)")
+        save_file(prefix, str(Path(out_dir) / self.file_name), metadata={"format": "pt"})
+        model.config.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+
+
+class LoraStrategy(Strategy):
+    """``lora``: peft LoRA adapters on ``--lora_module_name``; the adapter folder is saved."""
+
+    name = "lora"
+    saves = "trainable"
+
+    def check(self, args, names: Sequence[str]) -> None:
+        targets = split_names(args.lora_module_name)
+        if not targets:
+            raise ValueError("--lora_module_name is empty: name the modules to adapt, e.g. 'query_key_value'")
+        missing = _unmatched(match_modules(targets, module_names(names)))
+        if missing:
+            leaves = sorted({m.rpartition(".")[2] for m in module_names(names) if not m.rpartition(".")[2].isdigit()})
+            raise ValueError(f"--lora_module_name: {', '.join(repr(t) for t in missing)} {_verb(missing)} no module "
+                             f"(module names in this model: {', '.join(leaves)})")
+
+    def lora_config(self, args):
+        """The peft ``LoraConfig`` the flags describe."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=args.lora_dim, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                          target_modules=split_names(args.lora_module_name), bias="none", task_type="CAUSAL_LM",
+                          inference_mode=False)
+
+    def prepare(self, model, args):
+        from peft import get_peft_model
+
+        self.check(args, [n for n, _ in model.named_parameters()])
+        return get_peft_model(model, self.lora_config(args))
+
+    @property
+    def saves_what(self) -> str:
+        return "a peft adapter folder"
+
+    def save(self, model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
+        if state_dict is not None:
+            state_dict = {n: t.detach().float().cpu() for n, t in state_dict.items()}
+        model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(str(out_dir))
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (FreezeStrategy(), PTuningStrategy(), LoraStrategy(), FullStrategy())}
+
+
+def get_strategy(train_type: str) -> Strategy:
+    """The strategy of ``--train_type`` (``freeze``, ``ptuning``, ``lora`` or ``all``)."""
+    try:
+        return STRATEGIES[train_type]
+    except KeyError:
+        raise ValueError(f"--train_type must be one of {', '.join(STRATEGIES)} (got {train_type!r})") from None

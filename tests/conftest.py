@@ -1,0 +1,116 @@
+"""Shared session fixtures: tiny checkpoint folders (one per mode, made once) and a training runner.
+
+``tiny_model(mode)`` returns the folder of a tiny random-weight checkpoint written by
+:func:`glmlab.tiny.make_tiny` (about 0.2M parameters); every test of the session shares it,
+so tests must not write into it.
+
+``run_train(...)`` runs the real thing in a subprocess -- ``scripts/launch_ds.py --cpu N``
+(the ``deepspeed`` launcher) or ``python -m glmlab.train`` for one process -- with the
+small settings every training test uses, and returns the finished process plus the
+parsed ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SPO_TRAIN = REPO / "data" / "spo_train.jsonl"
+SPO_TEST = REPO / "data" / "spo_test.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """``tiny_model(mode) -> Path``: the session's tiny checkpoint of ``mode`` (glm, glm2, glm3)."""
+    from glmlab.tiny import make_tiny
+
+    made: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("tiny")
+
+    def get(mode: str) -> Path:
+        if mode not in made:
+            made[mode] = Path(make_tiny(mode, root / f"tiny-{mode}"))
+        return made[mode]
+
+    return get
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a DeepSpeed master)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment training subprocesses run in: CPU DeepSpeed, one thread each."""
+    env = dict(os.environ)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+# Small, fast settings shared by the training tests (sequences of at most 64 tokens).
+SMALL = {
+    "--max_len": "64", "--max_src_len": "32", "--per_device_train_batch_size": "2",
+    "--num_train_epochs": "1", "--show_loss_step": "1", "--seed": "1234", "--warmup_ratio": "0",
+    "--precision": "fp32", "--weight_decay": "0.0",
+}
+
+
+def train_argv(model: Path, output_dir: Path, **flags) -> list[str]:
+    """Training flags: ``SMALL`` overridden by ``flags`` (``name=value``; ``None`` drops a flag)."""
+    merged = dict(SMALL)
+    merged.update({"--train_path": str(SPO_TRAIN), "--model_name_or_path": str(model), "--output_dir": str(output_dir)})
+    for name, value in flags.items():
+        merged[f"--{name}"] = None if value is None else str(value)
+    argv = []
+    for name, value in merged.items():
+        if value is not None:
+            argv += [name, value]
+    return argv
+
+
+@dataclass
+class TrainResult:
+    proc: subprocess.CompletedProcess
+    output_dir: Path
+
+    @property
+    def metrics(self) -> list[dict]:
+        path = self.output_dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    @property
+    def losses(self) -> list[float]:
+        return [m["loss"] for m in self.metrics if "loss" in m]
+
+    @property
+    def eval_losses(self) -> list[float]:
+        return [m["eval_loss"] for m in self.metrics if "eval_loss" in m]
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.output_dir.glob("epoch-*-step-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+    def explain(self) -> str:
+        return f"exit {self.proc.returncode}\n--- stdout\n{self.proc.stdout[-4000:]}\n--- stderr\n{self.proc.stderr[-6000:]}"
+
+
+def run_train(argv: list[str], output_dir: Path, processes: int = 2, launcher_args: list[str] | None = None,
+              timeout: float = 300) -> TrainResult:
+    """Run training in a subprocess: ``launch_ds.py --cpu N`` (``processes`` > 0) or plain ``python -m glmlab.train`` (0)."""
+    if processes:
+        cmd = [sys.executable, str(REPO / "scripts" / "launch_ds.py"), "--cpu", str(processes),
+               "--master_port", str(free_port()), *(launcher_args or []), "--", *argv]
+    else:
+        cmd = [sys.executable, "-m", "glmlab.train", *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=timeout)
+    return TrainResult(proc, output_dir)

@@ -1,0 +1,125 @@
+"""``scripts/launch_ds.py``: the deepspeed command it builds, and two "machines" training as one job."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, free_port, subprocess_env, train_argv
+
+LAUNCH = REPO / "scripts" / "launch_ds.py"
+
+
+@pytest.fixture
+def launch(monkeypatch, capsys):
+    """Run ``launch_ds.main`` in this process (it only prints with --dry_run): ``launch(*args)`` -> returncode/stdout/stderr."""
+    spec = importlib.util.spec_from_file_location("launch_ds", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("DS_ACCELERATOR", "LOCAL_SIZE"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+
+    def run(*args: str):
+        capsys.readouterr()
+        try:
+            code = module.main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
+def test_launcher_runs_as_a_script(tiny_model, tmp_path):
+    flags = train_argv(tiny_model("glm2"), tmp_path / "out", train_type="lora")
+    proc = subprocess.run([sys.executable, str(LAUNCH), "--cpu", "2", "--dry_run", "--", *flags], capture_output=True,
+                          text=True, env=subprocess_env(), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "deepspeed" in proc.stdout and "--module glmlab.train" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def train_flags(tiny_model, tmp_path):
+    return train_argv(tiny_model("glm2"), tmp_path / "out", train_type="lora", max_steps=2)
+
+
+def test_dry_run_cpu(launch, train_flags):
+    proc = launch("--cpu", "2", "--master_port", "29555", "--dry_run", "--", *train_flags)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("DS_ACCELERATOR=cpu LOCAL_SIZE=2 ")
+    assert "--num_gpus 2" in line and "--master_port 29555" in line and "--include" not in line
+    assert "--module glmlab.train --max_len 64" in line
+
+
+def test_dry_run_gpus_and_hosts(launch, train_flags, tmp_path):
+    proc = launch("--gpus", "0,1,2,3", "--dry_run", "--", *train_flags)
+    assert proc.returncode == 0, proc.stderr
+    assert "--include localhost:0,1,2,3" in proc.stdout
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("worker-0 slots=4\nworker-1 slots=4\n")
+    proc = launch("--gpus", "0,1", "--hostfile", str(hostfile), "--no_ssh", "--node_rank", "1",
+                  "--master_addr", "worker-0", "--dry_run", "--", *train_flags)
+    assert proc.returncode == 0, proc.stderr
+    assert "--include worker-0:0,1@worker-1:0,1" in proc.stdout
+    assert "--no_ssh --node_rank 1 --master_addr worker-0" in proc.stdout
+    proc = launch("--hostfile", str(hostfile), "--num_nodes", "2", "--master_addr", "worker-0", "--dry_run", "--",
+                  *train_flags)
+    assert proc.returncode == 0 and f"--hostfile {hostfile} --num_nodes 2" in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cpu", "2", "--gpus", "0"], "exclude each other"),
+    (["--cpu", "0"], "--cpu"),
+    (["--gpus", "a,b"], "--gpus"),
+    (["--no_ssh", "--node_rank", "0"], "--no_ssh needs"),
+    (["--node_rank", "1"], "only used with --no_ssh"),
+    (["--hostfile", "/no/such/hostfile"], "no such file"),
+])
+def test_bad_launcher_options(launch, train_flags, args, message):
+    proc = launch(*args, "--dry_run", "--", *train_flags)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+
+
+def test_training_args_are_checked_before_launch(launch, train_flags, tmp_path):
+    proc = launch("--cpu", "2", "--dry_run", "--", *train_flags, "--mode", "glm5")
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glmlab.train: error:") and "--mode" in lines[0] and "glm5" in lines[0]
+
+
+@pytest.mark.slow
+def test_two_machines_without_ssh_train_as_one_job(tiny_model, tmp_path):
+    """Two launchers on one host, node ranks 0 and 1 of a two-host hostfile, one CPU process each, over loopback.
+
+    (It also covers bf16 on the CPU.)
+    """
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")  # two names, one machine
+    out = tmp_path / "out"
+    flags = train_argv(tiny_model("glm2"), out, train_type="lora", max_steps=3, save_model_step=2, precision="bf16")
+    port = str(free_port())
+    procs = [
+        subprocess.Popen([sys.executable, str(LAUNCH), "--cpu", "1", "--hostfile", str(hostfile), "--no_ssh",
+                          "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port, "--", *flags],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=REPO)
+        for rank in (0, 1)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, f"{stdout[-3000:]}\n{stderr[-5000:]}"
+    assert "2 process(es)" in results[0][0]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    info = json.loads((out / "epoch-1-step-3" / "glmlab_checkpoint.json").read_text())
+    assert info["world_size"] == 2
+    # each process wrote its own ZeRO partition into the one checkpoint
+    assert len(list((out / "epoch-1-step-3" / "deepspeed").glob("*zero_pp_rank_*_optim_states.pt"))) == 2
+    assert (out / "epoch-1-step-2").is_dir()
