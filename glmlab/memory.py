@@ -1,0 +1,393 @@
+"""How much memory fine-tuning needs, per method, before you rent the GPUs.
+
+Everything here is arithmetic on a :class:`~glmlab.models.configuration.ChatGLMConfig`; no
+model is built. :func:`parameter_shapes` lists every tensor of the model under its official
+name (the names glmlab's models and the official checkpoints use), so the counts are exact,
+and the methods' trainable sets are found with the same matching rules the training
+strategies use (:mod:`glmlab.methods`). :func:`estimate_memory` then adds up, per GPU:
+
+* **weights** -- every parameter in the training precision (2 bytes in bf16/fp16, 4 in fp32).
+  ZeRO-3 shards them over the GPUs (``/ num_gpus``) and keeps a working set of about two
+  layers gathered (the layer running and the one prefetched); ZeRO-3 with offload keeps
+  only that working set on the GPU.
+* **gradients** -- one per trainable parameter, in the training precision; ZeRO-2 and -3
+  shard them (``/ num_gpus``). With offload they are moved to the CPU for the optimizer step
+  (counted on the CPU side, in fp32).
+* **optimizer** -- AdamW keeps two fp32 moments per trainable parameter, plus an fp32 master
+  copy when training in bf16/fp16: 12 bytes per trainable parameter (8 in fp32). ZeRO-1/2/3
+  shard them; offload moves them to the CPU.
+* **activations** -- rough, after Korthikanti et al. 2022 ("Reducing Activation
+  Recomputation in Large Transformer Models"), for 16-bit activations, per layer and
+  sequence of ``s`` tokens, batch ``b``, width ``h``, feed-forward width ``f``::
+
+      layer_bytes = b * s * (18 h + 4 f)          # [+ 5 * heads * s^2 * b when the attention
+                                                  #   scores are stored (eager attention)]
+
+  (11 bsh attention, 3 bsh + 4 bsf MLP -- 19 bsh for f = 4h as in the paper --, 4 bsh norms).
+  glmlab's models use SDPA (memory-efficient attention), so the ``s^2`` term is left out unless
+  ``attention_scores=True``. fp32 activations count double. Only layers that gradients must
+  flow through keep activations: ``all`` and ``lora`` (adapters in every layer) and
+  ``ptuning`` (the prefix feeds every layer's keys and values, so the gradient goes through
+  the whole model even though only the prefix trains) keep all of them; ``freeze`` keeps only
+  the layers from the first trainable one upwards. With gradient checkpointing each layer
+  keeps only its 16-bit input (``2 bsh`` bytes) and one layer's activations are rebuilt at a
+  time. The logits are computed in fp32 for the loss: ``8 * b * s * vocab`` bytes (logits and
+  their gradient), whatever the method.
+
+The result is an estimate: allocator fragmentation, communication buckets, CUDA context
+(~0.5-1 GiB) and temporary buffers come on top. :func:`measure_peak_memory` measures what a
+function really used, to compare.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+from glmlab.methods import freeze_patterns, match_modules, match_patterns, module_names, split_names
+from glmlab.models.configuration import ChatGLMConfig
+
+GIB = 1024**3
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+METHODS = ("freeze", "ptuning", "lora", "all")
+
+# The official config.json fields that decide the sizes (THUDM/chatglm-6b, chatglm2-6b, chatglm3-6b).
+PRESETS: dict[str, dict[str, Any]] = {
+    "glm": dict(vocab_size=150528, hidden_size=4096, num_layers=28, num_attention_heads=32,
+                inner_hidden_size=16384, max_sequence_length=2048, position_encoding_2d=True),
+    "glm2": dict(padded_vocab_size=65024, hidden_size=4096, num_layers=28, num_attention_heads=32,
+                 ffn_hidden_size=13696, kv_channels=128, multi_query_attention=True, multi_query_group_num=2,
+                 add_qkv_bias=True, add_bias_linear=False, seq_length=32768),
+    "glm3": dict(padded_vocab_size=65024, hidden_size=4096, num_layers=28, num_attention_heads=32,
+                 ffn_hidden_size=13696, kv_channels=128, multi_query_attention=True, multi_query_group_num=2,
+                 add_qkv_bias=True, add_bias_linear=False, seq_length=8192),
+}
+
+
+def preset_config(mode: str) -> ChatGLMConfig:
+    """The config of the official 6B checkpoint of ``mode`` (``glm``, ``glm2``, ``glm3``)."""
+    if mode not in PRESETS:
+        raise ValueError(f"mode must be one of {', '.join(PRESETS)} (got {mode!r})")
+    return ChatGLMConfig(**PRESETS[mode])
+
+
+# --------------------------------------------------------------------------- parameters
+def parameter_shapes(config: ChatGLMConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter of the model ``config`` describes, by official name -> shape.
+
+    Includes ``transformer.prefix_encoder.*`` when ``config.pre_seq_len`` is set.
+    """
+    h, n = config.hidden_size, config.num_layers
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.architecture == "glm":
+        f, v = config.inner_hidden_size, config.vocab_size
+        shapes["transformer.word_embeddings.weight"] = (v, h)
+        for i in range(n):
+            p = f"transformer.layers.{i}."
+            for norm in ("input_layernorm", "post_attention_layernorm"):
+                shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (h,)
+            for name, (out, inp) in (("attention.query_key_value", (3 * h, h)), ("attention.dense", (h, h)),
+                                     ("mlp.dense_h_to_4h", (f, h)), ("mlp.dense_4h_to_h", (h, f))):
+                shapes[p + name + ".weight"], shapes[p + name + ".bias"] = (out, inp), (out,)
+        shapes["transformer.final_layernorm.weight"] = shapes["transformer.final_layernorm.bias"] = (h,)
+        shapes["lm_head.weight"] = (v, h)  # untied from the embeddings, as the checkpoint stores it
+        kv_size, embed_dim = n * h * 2, h
+    else:
+        f, v, d = config.ffn_hidden_size, config.padded_vocab_size, config.kv_channels
+        heads = config.num_attention_heads
+        kv_heads = config.multi_query_group_num if config.multi_query_attention else heads
+        qkv = heads * d + 2 * kv_heads * d
+        shapes["transformer.embedding.word_embeddings.weight"] = (v, h)
+        norm_bias = not config.rmsnorm  # RMSNorm has a weight only
+        for i in range(n):
+            p = f"transformer.encoder.layers.{i}."
+            for norm in ("input_layernorm", "post_attention_layernorm"):
+                shapes[p + norm + ".weight"] = (h,)
+                if norm_bias:
+                    shapes[p + norm + ".bias"] = (h,)
+            linears = (("self_attention.query_key_value", (qkv, h), config.add_bias_linear or config.add_qkv_bias),
+                       ("self_attention.dense", (h, heads * d), config.add_bias_linear),
+                       ("mlp.dense_h_to_4h", (2 * f, h), config.add_bias_linear),
+                       ("mlp.dense_4h_to_h", (h, f), config.add_bias_linear))
+            for name, shape, bias in linears:
+                shapes[p + name + ".weight"] = shape
+                if bias:
+                    shapes[p + name + ".bias"] = (shape[0],)
+        if config.post_layer_norm:
+            shapes["transformer.encoder.final_layernorm.weight"] = (h,)
+            if norm_bias:
+                shapes["transformer.encoder.final_layernorm.bias"] = (h,)
+        shapes["transformer.output_layer.weight"] = (v, h)
+        kv_size = n * d * config.multi_query_group_num * 2
+        embed_dim = kv_size
+    if config.pre_seq_len:
+        shapes.update(prefix_encoder_shapes(config.pre_seq_len, kv_size, bool(config.prefix_projection), embed_dim, h))
+    return shapes
+
+
+def prefix_encoder_shapes(pre_seq_len: int, kv_size: int, projection: bool, embed_dim: int,
+                          hidden_size: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the P-tuning v2 prefix encoder (:class:`glmlab.models.prefix.PrefixEncoder`)."""
+    p = "transformer.prefix_encoder."
+    if not projection:
+        return {p + "embedding.weight": (pre_seq_len, kv_size)}
+    return {p + "embedding.weight": (pre_seq_len, embed_dim),
+            p + "trans.0.weight": (hidden_size, embed_dim), p + "trans.0.bias": (hidden_size,),
+            p + "trans.2.weight": (kv_size, hidden_size), p + "trans.2.bias": (kv_size,)}
+
+
+def _numel(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def count_parameters(config: ChatGLMConfig) -> int:
+    """Total parameter count of the model ``config`` describes (ChatGLM2/3-6B: 6,243,584,000)."""
+    return sum(_numel(s) for s in parameter_shapes(config).values())
+
+
+def _with_prefix(config: ChatGLMConfig, pre_seq_len: int, prefix_projection: bool) -> ChatGLMConfig:
+    fields = config.to_dict()
+    fields.update(pre_seq_len=pre_seq_len, prefix_projection=prefix_projection)
+    return ChatGLMConfig(**{k: v for k, v in fields.items() if k not in ("transformers_version", "architectures")})
+
+
+def trainable_parameters(
+    config: ChatGLMConfig,
+    method: str,
+    *,
+    freeze_module_name: str | None = None,
+    pre_seq_len: int = 16,
+    prefix_projection: bool = True,
+    lora_dim: int = 8,
+    lora_module_name: str = "query_key_value",
+) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts of ``method`` on ``config``, as the strategies set them up.
+
+    ``freeze``: parameters whose name contains a pattern of ``freeze_module_name`` (default: the
+    last layer). ``ptuning``: the prefix encoder only (the total includes it). ``lora``: ``r * (in + out)``
+    per adapted linear layer (peft's A and B; the total includes them). ``all``: everything.
+    """
+    shapes = parameter_shapes(config)
+    total = sum(_numel(s) for s in shapes.values())
+    if method == "all":
+        return total, total
+    if method == "freeze":
+        patterns = freeze_patterns(freeze_module_name or f"layers.{config.num_layers - 1}.")
+        matched = set().union(*match_patterns(patterns, shapes).values())
+        return sum(_numel(shapes[n]) for n in matched), total
+    if method == "ptuning":
+        prefixed = parameter_shapes(_with_prefix(config, pre_seq_len, prefix_projection))
+        total = sum(_numel(s) for s in prefixed.values())
+        return sum(_numel(s) for n, s in prefixed.items() if n.startswith("transformer.prefix_encoder.")), total
+    if method == "lora":
+        modules = match_modules(split_names(lora_module_name), module_names(shapes))
+        adapted = set().union(*modules.values())
+        lora = sum(lora_dim * (shapes[m + ".weight"][0] + shapes[m + ".weight"][1]) for m in adapted)
+        return lora, total + lora
+    raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
+
+
+# --------------------------------------------------------------------------- memory
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated training memory of one configuration, in GiB per GPU (``cpu_gib``: per process, on the host)."""
+
+    method: str
+    precision: str
+    zero_stage: int
+    num_gpus: int
+    offload: bool
+    gradient_checkpointing: bool
+    total_params: int
+    trainable_params: int
+    weights_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float
+    gpu_gib: float
+    cpu_gib: float
+
+    def as_dict(self) -> dict:
+        """Plain dict, for tables and JSON."""
+        return asdict(self)
+
+
+def activation_bytes(
+    config: ChatGLMConfig,
+    batch_size: int,
+    seq_len: int,
+    layers: int | None = None,
+    precision: str = "bf16",
+    gradient_checkpointing: bool = False,
+    attention_scores: bool = False,
+) -> float:
+    """Activation bytes kept for the backward pass through ``layers`` layers (default: all) plus the logits.
+
+    See the module docstring for the formula.
+    """
+    h, b, s = config.hidden_size, batch_size, seq_len
+    f = config.inner_hidden_size if config.architecture == "glm" else config.ffn_hidden_size
+    vocab = config.vocab_size if config.architecture == "glm" else config.padded_vocab_size
+    layers = config.num_layers if layers is None else layers
+    per_layer = b * s * (18 * h + 4 * f)
+    if attention_scores:
+        per_layer += 5 * config.num_attention_heads * s * s * b
+    scale = BYTES[precision] / 2  # the formula counts 16-bit activations
+    if gradient_checkpointing:
+        kept = layers * 2 * b * s * h + (per_layer if layers else 0)
+    else:
+        kept = layers * per_layer
+    logits = 8 * b * s * vocab
+    return kept * scale + logits
+
+
+def _layers_with_activations(config: ChatGLMConfig, method: str, freeze_module_name: str | None) -> int:
+    """How many layers gradients flow through (counted from the top)."""
+    if method != "freeze":
+        return config.num_layers
+
+    patterns = freeze_patterns(freeze_module_name or f"layers.{config.num_layers - 1}.")
+    names = [n for hits in match_patterns(patterns, parameter_shapes(config)).values() for n in hits]
+    indices = [int(m) for n in names for m in re.findall(r"layers\.(\d+)\.", n)]
+    if any("word_embeddings" in n for n in names):
+        return config.num_layers
+    return config.num_layers - min(indices) if indices else 0
+
+
+def estimate_memory(
+    config: ChatGLMConfig,
+    method: str,
+    *,
+    precision: str = "bf16",
+    zero_stage: int = 2,
+    num_gpus: int = 1,
+    offload: bool = False,
+    batch_size: int = 1,
+    seq_len: int = 768,
+    gradient_checkpointing: bool = False,
+    attention_scores: bool = False,
+    **method_args: Any,
+) -> MemoryEstimate:
+    """Estimated training memory per GPU of ``method`` on ``config`` (see the module docstring).
+
+    ``method_args`` are :func:`trainable_parameters`' keywords (``freeze_module_name``,
+    ``pre_seq_len``, ``prefix_projection``, ``lora_dim``, ``lora_module_name``). ``zero_stage``
+    0-3 shards optimizer states (>=1), gradients (>=2) and weights (3) over ``num_gpus``;
+    ``offload`` moves optimizer states (and, with ZeRO-3, the weights) to the CPU.
+    """
+    if precision not in BYTES:
+        raise ValueError(f"precision must be one of {', '.join(BYTES)} (got {precision!r})")
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3 (got {zero_stage})")
+    if num_gpus < 1:
+        raise ValueError(f"num_gpus must be at least 1 (got {num_gpus})")
+    trainable, total = trainable_parameters(config, method, **method_args)
+    width = BYTES[precision]
+    optimizer_per_param = 8 + (4 if width < 4 else 0)  # Adam m, v (+ fp32 master copy)
+
+    weights = total * width
+    if zero_stage == 3:
+        layer = sum(_numel(s) for n, s in parameter_shapes(config).items() if "layers.0." in n)
+        working_set = 2 * layer * width  # the running layer and the prefetched one, gathered
+        weights = working_set + (0 if offload else weights / num_gpus)
+    gradients = trainable * width / (num_gpus if zero_stage >= 2 else 1)
+    optimizer = trainable * optimizer_per_param / (num_gpus if zero_stage >= 1 else 1)
+    cpu = 0.0
+    if offload:
+        cpu += optimizer + trainable * 4 / (num_gpus if zero_stage >= 2 else 1)  # states + fp32 gradients
+        optimizer = 0.0
+        if zero_stage == 3:
+            cpu += total * width / num_gpus
+    layers = _layers_with_activations(config, method, method_args.get("freeze_module_name"))
+    activations = activation_bytes(config, batch_size, seq_len, layers, precision, gradient_checkpointing,
+                                   attention_scores)
+    gpu = weights + gradients + optimizer + activations
+    return MemoryEstimate(method, precision, zero_stage, num_gpus, offload, gradient_checkpointing, total, trainable,
+                          weights / GIB, gradients / GIB, optimizer / GIB, activations / GIB, gpu / GIB, cpu / GIB)
+
+
+def memory_table(
+    config: ChatGLMConfig,
+    setups: Sequence[dict] | None = None,
+    **common: Any,
+) -> list[dict]:
+    """Estimates for several setups as a list of dicts (one row each; ``label`` names the row).
+
+    ``setups`` are keyword dicts for :func:`estimate_memory` (``method`` required, ``label``
+    optional); ``common`` applies to all of them. The default compares the four methods as
+    the original commands ran them: freeze (last 2 layers), P-tuning v2 (16 tokens, with
+    projection), LoRA (r=8 on query_key_value), all three on ZeRO-2, and full fine-tuning on
+    ZeRO-3 with and without offload.
+    """
+    last = config.num_layers - 1
+    if setups is None:
+        setups = [
+            {"label": "freeze (2 layers), ZeRO-2", "method": "freeze", "freeze_module_name": f"layers.{last}.,layers.{last - 1}."
+             if last > 0 else f"layers.{last}."},
+            {"label": "ptuning (16, projection), ZeRO-2", "method": "ptuning", "pre_seq_len": 16, "prefix_projection": True},
+            {"label": "ptuning (16, embedding only), ZeRO-2", "method": "ptuning", "pre_seq_len": 16,
+             "prefix_projection": False},
+            {"label": "lora (r=8, qkv), ZeRO-2", "method": "lora", "lora_dim": 8},
+            {"label": "all, ZeRO-3", "method": "all", "zero_stage": 3},
+            {"label": "all, ZeRO-3 + offload", "method": "all", "zero_stage": 3, "offload": True},
+        ]
+    rows = []
+    for setup in setups:
+        kwargs = {**common, **setup}
+        label = kwargs.pop("label", kwargs["method"])
+        method = kwargs.pop("method")
+        rows.append({"label": label, **estimate_memory(config, method, **kwargs).as_dict()})
+    return rows
+
+
+# --------------------------------------------------------------------------- measuring
+def measure_peak_memory(fn: Callable[..., Any], *args: Any, device: Any = None, **kwargs: Any) -> tuple[Any, dict]:
+    """Run ``fn(*args, **kwargs)``; return ``(result, stats)`` with the peak memory it used.
+
+    On a CUDA ``device``: ``torch.cuda.max_memory_allocated`` after a reset (``peak_mib``).
+    On the CPU: the peak of Python-level allocations seen by ``tracemalloc`` (torch's CPU
+    tensors are not traced) is not enough, so ``peak_mib`` is the growth of the process's
+    maximum resident set size (``ru_maxrss``) during the call -- zero when the process had
+    already been that large -- and ``traced_mib`` the tracemalloc peak. ``seconds``: wall time.
+    """
+    import torch
+
+    start = time.perf_counter()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        stats = {"device": str(device), "peak_mib": peak / 2**20, "growth_mib": (peak - base) / 2**20}
+    else:
+        before = _maxrss_bytes()
+        tracing = tracemalloc.is_tracing()
+        if not tracing:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        try:
+            result = fn(*args, **kwargs)
+            traced = tracemalloc.get_traced_memory()[1]
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+        after = _maxrss_bytes()
+        stats = {"device": "cpu", "peak_mib": (after - before) / 2**20, "maxrss_mib": after / 2**20,
+                 "traced_mib": traced / 2**20}
+    stats["seconds"] = time.perf_counter() - start
+    return result, stats
+
+
+def _maxrss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
