@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
@@ -507,11 +509,16 @@ def encode_file(
 
 
 class EncodedDataset(Dataset):
-    """A torch ``Dataset`` over encoded samples (``{"input_ids", "labels"}`` dicts)."""
+    """A torch ``Dataset`` over encoded samples (``{"input_ids", "labels"}`` dicts).
+
+    Items are LongTensors, made once here rather than in every batch, so the
+    collator's work in the training loop is a single padding call per field.
+    """
 
     def __init__(self, samples: EncodedFile | Sequence[dict]):
         self.encoded = samples if isinstance(samples, EncodedFile) else None
-        self.samples = list(samples.samples if isinstance(samples, EncodedFile) else samples)
+        rows = samples.samples if isinstance(samples, EncodedFile) else samples
+        self.samples = [{key: torch.as_tensor(row[key], dtype=torch.long) for key in ("input_ids", "labels")} for row in rows]
 
     @classmethod
     def from_file(cls, path, tokenizer, mode: str, max_len: int, max_src_len: int, is_skip: bool = False, **kw):
@@ -542,18 +549,17 @@ class DataCollator:
     def __call__(self, batch: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not batch:
             raise ValueError("cannot collate an empty batch")
-        longest = max(len(s["input_ids"]) for s in batch)
+        ids = [torch.as_tensor(s["input_ids"], dtype=torch.long) for s in batch]
+        labels = [torch.as_tensor(s["labels"], dtype=torch.long) for s in batch]
+        for i, (x, y) in enumerate(zip(ids, labels)):
+            if len(x) != len(y):
+                raise ValueError(f"sample {i}: {len(x)} input_ids but {len(y)} labels")
+        input_ids = pad_sequence(ids, batch_first=True, padding_value=self.pad_token_id)  # (B, T)
+        labels_t = pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX)  # (B, T)
+        attention_mask = pad_sequence([torch.ones_like(x) for x in ids], batch_first=True)  # (B, T)
         if self.pad_to_multiple_of:
-            m = self.pad_to_multiple_of
-            longest = (longest + m - 1) // m * m
-        input_ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
-        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)  # (B, T)
-        for i, s in enumerate(batch):
-            n = len(s["input_ids"])
-            if len(s["labels"]) != n:
-                raise ValueError(f"sample {i}: {n} input_ids but {len(s['labels'])} labels")
-            input_ids[i, :n] = torch.as_tensor(s["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.as_tensor(s["labels"], dtype=torch.long)
-            attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+            extra = -input_ids.shape[1] % self.pad_to_multiple_of
+            input_ids = F.pad(input_ids, (0, extra), value=self.pad_token_id)
+            labels_t = F.pad(labels_t, (0, extra), value=IGNORE_INDEX)
+            attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        return {"input_ids": input_ids, "labels": labels_t, "attention_mask": attention_mask}

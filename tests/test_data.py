@@ -298,7 +298,7 @@ def test_dataset_and_dataloader(tokenizers):
     tok = tokenizers["glm2"]
     enc = encode_file(SAMPLES, tok, "glm2", 128, 72, verbose=False)
     ds = EncodedDataset(enc)
-    assert len(ds) == 40 and ds[3] == enc.samples[3]
+    assert len(ds) == 40 and {k: v.tolist() for k, v in ds[3].items()} == enc.samples[3]
     loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False, collate_fn=DataCollator(tok.pad_token_id))
     batch = next(iter(loader))
     longest = max(len(s["input_ids"]) for s in enc.samples[:4])
