@@ -138,7 +138,14 @@ def _init_processes() -> None:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import deepspeed
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
 
+    if get_accelerator().device_name() == "cpu":
+        # DeepSpeed's CPU backend would JIT-build (gcc, minutes on a laptop) a shared-memory
+        # all-reduce that only its tensor-parallel inference uses, and it leaves 69 MB per rank
+        # in /dev/shm that nothing ever frees. Training all-reduces through gloo either way.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed()
 
 

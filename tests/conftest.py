@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,5 +113,17 @@ def run_train(argv: list[str], output_dir: Path, processes: int = 2, launcher_ar
                "--master_port", str(free_port()), *(launcher_args or []), "--", *argv]
     else:
         cmd = [sys.executable, "-m", "glmlab.train", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=timeout)
-    return TrainResult(proc, output_dir)
+    return TrainResult(run_job(cmd, timeout), output_dir)
+
+
+def run_job(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for launcher jobs: on timeout the whole process group dies, workers included."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                          cwd=REPO, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
