@@ -6,7 +6,13 @@ Auto classes, so ``AutoModelForCausalLM.from_pretrained(folder)`` and
 ``AutoTokenizer.from_pretrained(folder)`` work without ``trust_remote_code``.
 """
 
-from glmlab.loading import CheckpointError, infer_mode, load_model, load_tokenizer, register_auto_classes
+from glmlab.loading import (
+    CheckpointError,
+    infer_mode,
+    load_model,
+    load_tokenizer,
+    register_auto_classes,
+)
 from glmlab.models.configuration import ChatGLMConfig
 
 __version__ = "0.1.0"

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 MODES = ("glm", "glm2", "glm3")
 TRAIN_TYPES = ("freeze", "ptuning", "lora", "all")

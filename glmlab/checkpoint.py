@@ -109,7 +109,7 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
     rank = _rank()
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crashed save
-        tmp.mkdir(parents=True)
+        (tmp / DS_STATE_TAG).mkdir(parents=True)
     _barrier()
 
     # DeepSpeed state: every rank writes its optimizer partition; rank 0 also the module and client state.

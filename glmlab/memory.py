@@ -46,10 +46,17 @@ import resource
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from glmlab.methods import freeze_patterns, match_modules, match_patterns, module_names, split_names
+from glmlab.methods import (
+    freeze_patterns,
+    match_modules,
+    match_patterns,
+    module_names,
+    split_names,
+)
 from glmlab.models.configuration import ChatGLMConfig
 
 GIB = 1024**3

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 PREFIX_ENCODER = "transformer.prefix_encoder."
 # How many names an error message lists.

@@ -30,8 +30,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 from glmlab.inference import (
     DEFAULT_DO_SAMPLE,
@@ -47,7 +48,7 @@ from glmlab.inference import (
 )
 from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
 
-__all__ = ["chat", "build_parser", "parse_args", "predict_samples", "reference_of", "score", "chat_loop", "main"]
+__all__ = ["build_parser", "chat", "chat_loop", "main", "parse_args", "predict_samples", "reference_of", "score"]
 
 PROG = "glmlab.predict"
 # glmlab.train's defaults; a checkpoint's glmlab_checkpoint.json records the values it was trained with.

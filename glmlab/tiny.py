@@ -31,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from glmlab.loading import MODE_KEY, MODES, VOCAB_FILES, WEIGHTS_FORMATS, _model_class, write_weights
+from glmlab.loading import (
+    MODE_KEY,
+    MODES,
+    VOCAB_FILES,
+    WEIGHTS_FORMATS,
+    _model_class,
+    write_weights,
+)
 from glmlab.models.configuration import ChatGLMConfig
 
 CORPUS = Path(__file__).parent / "assets" / "tiny_corpus.txt"

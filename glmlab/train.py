@@ -80,7 +80,7 @@ class Plan:
     warmup_steps: int
 
     @classmethod
-    def build(cls, micro_batches: int, args: TrainArgs) -> "Plan":
+    def build(cls, micro_batches: int, args: TrainArgs) -> Plan:
         steps_per_epoch = micro_batches // args.gradient_accumulation_steps
         if steps_per_epoch == 0:
             raise ArgsError(f"{args.train_path}: {micro_batches} micro-batch(es) per process, fewer than "
@@ -209,7 +209,7 @@ def setup(args: TrainArgs) -> Run:
     rank, world = dist.get_rank(), dist.get_world_size()
     accelerator = get_accelerator()
     on_cpu = accelerator.device_name() == "cpu"
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not on_cpu:
         accelerator.set_device(local_rank)
     device = torch.device(accelerator.device_name(local_rank) if not on_cpu else "cpu")

@@ -33,7 +33,11 @@ CASES = [(mode, setting) for mode in DATA_FX for setting in DATA_FX[mode]]
 @pytest.fixture(scope="module")
 def tokenizers(tmp_path_factory):
     """The three generations' tokenizers, loaded from official-layout folders."""
-    from glmlab.tokenization import ChatGLM2Tokenizer, ChatGLM3Tokenizer, ChatGLMTokenizer
+    from glmlab.tokenization import (
+        ChatGLM2Tokenizer,
+        ChatGLM3Tokenizer,
+        ChatGLMTokenizer,
+    )
 
     out = {}
     for mode, cls, src, name in [

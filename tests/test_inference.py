@@ -244,7 +244,7 @@ def _run(*args, stdin=None, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
         [sys.executable, "-m", "glmlab.predict", *map(str, args)],
-        cwd=REPO, env=env, capture_output=True, text=True, input=stdin, timeout=timeout,
+        cwd=REPO, env=env, capture_output=True, text=True, input=stdin, timeout=timeout, check=False,
     )
 
 

@@ -40,7 +40,7 @@ def launch(monkeypatch, capsys):
 def test_launcher_runs_as_a_script(tiny_model, tmp_path):
     flags = train_argv(tiny_model("glm2"), tmp_path / "out", train_type="lora")
     proc = subprocess.run([sys.executable, str(LAUNCH), "--cpu", "2", "--dry_run", "--", *flags], capture_output=True,
-                          text=True, env=subprocess_env(), cwd=tmp_path, timeout=120)
+                          text=True, env=subprocess_env(), cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "deepspeed" in proc.stdout and "--module glmlab.train" in proc.stdout
     assert not (tmp_path / "out").exists()

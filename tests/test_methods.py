@@ -7,11 +7,18 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO, SPO_TRAIN
 
 from glmlab import load_model, load_tokenizer
-from glmlab.args import CONFIG_DIR, ArgsError, TrainArgs, build_parser, parse_args, str2bool, to_argv
+from glmlab.args import (
+    CONFIG_DIR,
+    ArgsError,
+    TrainArgs,
+    build_parser,
+    parse_args,
+    str2bool,
+    to_argv,
+)
 from glmlab.methods import (
     PREFIX_ENCODER,
     checkpoint_parameter_names,

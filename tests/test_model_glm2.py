@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fixture_models import fixture_model, load_fixture
+
 from glmlab.models.chatglm2 import ChatGLM2ForConditionalGeneration
 
 FIXTURES = ["glm2_a", "glm2_a_pt_proj", "glm2_a_pt_emb", "glm3_a", "glm3_a_pt_proj", "glm3_a_pt_emb"]

@@ -143,7 +143,7 @@ def test_refuses_non_empty_output_dir_unless_overwrite(tmp_path, capsys):
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "glmlab.tiny", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        [sys.executable, "-m", "glmlab.tiny", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False
     )
 
 

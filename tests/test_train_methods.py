@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from conftest import SPO_TRAIN, run_train, train_argv
+from safetensors.torch import load_file
 
 from glmlab.data import encode_file, encode_prompt, read_samples
 

@@ -36,7 +36,10 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+)
 
 from .configuration import ChatGLMConfig
 from .lm_head import causal_lm_output, keep_positions, resolve_cache
@@ -233,7 +236,7 @@ def get_position_ids(
     move any position; padding tokens get 0. Rows without ``<sop>`` are all context; rows
     without a mask token keep plain positions (the official code raises on both).
     """
-    B, T = input_ids.shape
+    _, T = input_ids.shape
     device = input_ids.device
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
     positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T), 0 at the first real token

@@ -10,4 +10,4 @@ Each loads from a folder with ``Cls.from_pretrained(folder)`` and saves with ``s
 from .chatglm import ChatGLMTokenizer
 from .chatglm2 import ChatGLM2Tokenizer, ChatGLM3Tokenizer
 
-__all__ = ["ChatGLMTokenizer", "ChatGLM2Tokenizer", "ChatGLM3Tokenizer"]
+__all__ = ["ChatGLM2Tokenizer", "ChatGLM3Tokenizer", "ChatGLMTokenizer"]
