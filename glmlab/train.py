@@ -239,7 +239,7 @@ def setup(args: TrainArgs) -> Run:
     model.config.use_cache = False
     if args.gradient_checkpointing:
         # Non-reentrant checkpointing passes gradients to frozen-input layers (LoRA, P-tuning) as well.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     ds_config = build_ds_config(args, world, plan, precision, on_cpu)
     overridden = ds_config.pop("_glmlab_overridden")

@@ -30,10 +30,16 @@ PY
 echo "== 2. LoRA fine-tune of the tiny ChatGLM3, two DeepSpeed processes on the CPU"
 python scripts/launch_ds.py --cpu 2 -- \
   --train_path data/spo_train.jsonl --model_name_or_path "$RUN/tiny-glm3" --mode glm3 \
-  --train_type lora --lora_dim 16 --lora_alpha 32 --lora_dropout 0.0 --lora_module_name query_key_value,dense_h_to_4h,dense_4h_to_h \
+  --train_type lora --lora_dim 16 --lora_alpha 32 --lora_dropout 0.0 \
+  --lora_module_name query_key_value,dense,dense_h_to_4h,dense_4h_to_h,output_layer \
   --per_device_train_batch_size 4 --gradient_accumulation_steps 1 --max_len 160 --max_src_len 96 \
-  --learning_rate 3e-3 --num_train_epochs 6 --warmup_ratio 0.1 --show_loss_step 5 \
+  --learning_rate 1e-2 --num_train_epochs 20 --warmup_ratio 0.05 --show_loss_step 20 \
   --ds_file ds_zero2_no_offload.json --seed 1234 --output_dir "$RUN/lora"
+python - "$RUN/lora/metrics.jsonl" <<'PY'
+import json, sys
+losses = [row["loss"] for row in map(json.loads, open(sys.argv[1], encoding="utf-8")) if "loss" in row]
+print(f"loss over the run: {losses[0]:.2f} -> {losses[-1]:.2f} ({len(losses)} windows of 20 steps)")
+PY
 
 echo "== 3. predictions on the held-out samples"
 checkpoint=$(ls -d "$RUN"/lora/epoch-* | sort -V | tail -n 1)
@@ -45,4 +51,6 @@ rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
 for row in rows[:3]:
     print(f"input:      {row['input']}\nreference:  {row['output']!r}\nprediction: {row['prediction']!r}\n")
 print(f"{len(rows)} predictions written to {sys.argv[1]}")
+print("A 0.2M-parameter random model learns the answer format (head_relation_tail lines), not the facts;\n"
+      "the same commands with a real checkpoint and --gpus learn both.")
 PY

@@ -194,7 +194,7 @@ def test_gradient_checkpointing_same_gradients(name):
     if model.config.pre_seq_len is not None:
         model.transformer.dropout.p = 0.0  # both passes must see the same prefix
     reference = _grads(model, fx)
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     checkpointed = _grads(model, fx)
     assert model.transformer.gradient_checkpointing
     assert set(checkpointed) == set(reference) and len(reference) == len(list(model.parameters()))

@@ -283,6 +283,11 @@ class ChatGLMPreTrainedModel(PreTrainedModel):
     # Loading in bf16/fp16 must not re-round the stored rotary frequencies.
     _keep_in_fp32_modules_strict = ["rotary_emb"]
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """transformers 5 deprecated this name, but peft 0.21 still reads it: answer without the warning."""
+        return self.is_activation_checkpointing
+
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, 0.02) for linear and embedding weights, zero biases, unit norms, official ``inv_freq``."""
         std = getattr(self.config, "initializer_range", None) or 0.02

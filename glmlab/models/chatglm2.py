@@ -240,7 +240,7 @@ class GLMTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([GLMBlock(config, i) for i in range(config.num_layers)])
         self.final_layernorm = _norm(config) if config.post_layer_norm else None
-        # Set by ``PreTrainedModel.gradient_checkpointing_enable`` (with ``_gradient_checkpointing_func``).
+        # Set by ``PreTrainedModel.activation_checkpointing_enable`` (with ``_gradient_checkpointing_func``).
         self.gradient_checkpointing = False
 
     def forward(
@@ -294,6 +294,11 @@ class ChatGLM2PreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["GLMBlock"]
     _supports_sdpa = True
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """transformers 5 deprecated this name, but peft 0.21 still reads it: answer without the warning."""
+        return self.is_activation_checkpointing
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, 0.02) for linear and embedding weights, zero biases, unit norms."""
