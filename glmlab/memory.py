@@ -16,16 +16,22 @@ strategies use (:mod:`glmlab.methods`). :func:`estimate_memory` then adds up, pe
 * **optimizer** -- AdamW keeps two fp32 moments per trainable parameter, plus an fp32 master
   copy when training in bf16/fp16: 12 bytes per trainable parameter (8 in fp32). ZeRO-1/2/3
   shard them; offload moves them to the CPU.
-* **activations** -- rough, after Korthikanti et al. 2022 ("Reducing Activation
-  Recomputation in Large Transformer Models"), for 16-bit activations, per layer and
-  sequence of ``s`` tokens, batch ``b``, width ``h``, feed-forward width ``f``::
+* **activations** -- the tensors glmlab's models keep for the backward pass, counted per
+  layer for 16-bit activations, ``s`` tokens, batch ``b``, width ``h``, feed-forward width
+  ``f``, ``g`` key/value groups of ``d`` channels (ChatGLM2/3)::
 
-      layer_bytes = b * s * (18 h + 4 f)          # [+ 5 * heads * s^2 * b when the attention
-                                                  #   scores are stored (eager attention)]
+      ChatGLM-6B:   layer_bytes = b * s * (18 h + 4 f)
+                    # norms 2 x (in + out), QKV in, SDPA q k v out, dense in; GELU in, dense in
+      ChatGLM2/3:   layer_bytes = b * s * (14 h + 4 g d + 8 f)
+                    # norms 2 x (in + out), q, k and v (g groups), SDPA out, dense in;
+                    # SwiGLU: its 2f-wide input, silu(gate), the product
 
-  (11 bsh attention, 3 bsh + 4 bsf MLP -- 19 bsh for f = 4h as in the paper --, 4 bsh norms).
-  glmlab's models use SDPA (memory-efficient attention), so the ``s^2`` term is left out unless
-  ``attention_scores=True``. fp32 activations count double. Only layers that gradients must
+  (the ChatGLM-6B figure is also Korthikanti et al. 2022's, "Reducing Activation Recomputation
+  in Large Transformer Models", without dropout masks). The norms and the GELU keep only their
+  inputs (their backward passes are written out); ``tests/test_memory.py`` checks the formula
+  against the tensors autograd really saves. SDPA (memory-efficient attention) keeps no
+  ``s x s`` scores; ``attention_scores=True`` adds ``5 * heads * s^2 * b`` for eager
+  attention. fp32 activations count double. Only layers that gradients must
   flow through keep activations: ``all`` and ``lora`` (adapters in every layer) and
   ``ptuning`` (the prefix feeds every layer's keys and values, so the gradient goes through
   the whole model even though only the prefix trains) keep all of them; ``freeze`` keeps only
@@ -244,7 +250,12 @@ def activation_bytes(
     f = config.inner_hidden_size if config.architecture == "glm" else config.ffn_hidden_size
     vocab = config.vocab_size if config.architecture == "glm" else config.padded_vocab_size
     layers = config.num_layers if layers is None else layers
-    per_layer = b * s * (18 * h + 4 * f)
+    if config.architecture == "glm":
+        per_layer = b * s * (18 * h + 4 * f)
+    else:
+        groups = config.multi_query_group_num if config.multi_query_attention else config.num_attention_heads
+        kv_channels = config.kv_channels or h // config.num_attention_heads
+        per_layer = b * s * (14 * h + 4 * groups * kv_channels + 8 * f)
     if attention_scores:
         per_layer += 5 * config.num_attention_heads * s * s * b
     scale = BYTES[precision] / 2  # the formula counts 16-bit activations

@@ -78,8 +78,8 @@ def test_memory_arithmetic_by_hand():
     assert est.weights_gib == pytest.approx(2 * n / GIB)
     assert est.gradients_gib == pytest.approx(2 * n / GIB)
     assert est.optimizer_gib == pytest.approx(12 * n / GIB)  # fp32 master + Adam m and v
-    # Activations: 28 layers x b*s*(18h + 4f) bytes, plus fp32 logits and their gradient.
-    acts = 28 * 512 * (18 * 4096 + 4 * 13696) + 8 * 512 * 65024
+    # Activations: 28 layers x b*s*(14h + 4gd + 8f) bytes (2 groups of 128), plus fp32 logits and their gradient.
+    acts = 28 * 512 * (14 * 4096 + 4 * 2 * 128 + 8 * 13696) + 8 * 512 * 65024
     assert est.activations_gib == pytest.approx(acts / GIB)
     assert est.gpu_gib == pytest.approx(est.weights_gib + est.gradients_gib + est.optimizer_gib + est.activations_gib)
     fp32 = estimate_memory(config, "all", precision="fp32", zero_stage=0)
@@ -108,7 +108,7 @@ def test_activations_by_method_and_checkpointing():
     full = activation_bytes(config, 1, 1024)
     ckpt = activation_bytes(config, 1, 1024, gradient_checkpointing=True)
     # Checkpointing keeps each layer's 16-bit input, rebuilds one layer at a time; the logits stay.
-    assert ckpt == 28 * 2 * 1024 * 4096 + 1024 * (18 * 4096 + 4 * 13696) + 8 * 1024 * 65024
+    assert ckpt == 28 * 2 * 1024 * 4096 + 1024 * (14 * 4096 + 4 * 2 * 128 + 8 * 13696) + 8 * 1024 * 65024
     assert ckpt < full / 4
     # ptuning trains 0.004% of the parameters but back-propagates through every layer.
     ptuning = estimate_memory(config, "ptuning", prefix_projection=False, seq_len=1024)
@@ -131,3 +131,50 @@ def test_measure_peak_memory_on_cpu():
     result, stats = measure_peak_memory(lambda: len(bytearray(32 * 2**20)))
     assert result == 32 * 2**20
     assert stats["device"] == "cpu" and stats["traced_mib"] >= 31 and stats["seconds"] >= 0
+
+
+def _saved_activation_bytes(model, input_ids, labels) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward, parameters left out."""
+    kept: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=input_ids, labels=labels)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in kept.items() if ptr not in params)
+
+
+@pytest.mark.parametrize("mode", ["glm", "glm2"])
+def test_activation_formula_matches_what_autograd_keeps(mode):
+    """Per layer, in bf16, the formula counts what the model really saves for backward (within 3%)."""
+    config = preset_config(mode)
+    config.hidden_size, config.num_attention_heads = 1024, 8  # 128 channels a head, as in the 6B models
+    if mode == "glm":
+        config.inner_hidden_size, config.vocab_size = 4096, 1000
+        config.mask_token_id, config.gmask_token_id, config.bos_token_id, config.eos_token_id = 996, 997, 998, 999
+    else:
+        config.ffn_hidden_size, config.kv_channels, config.padded_vocab_size = 3424, 128, 1000
+    seq = 128
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, 990, (2, seq))
+    if mode == "glm":
+        input_ids[:, 60], input_ids[:, 61] = config.gmask_token_id, config.bos_token_id
+    labels = input_ids.clone()
+    labels[:, :62] = -100
+    saved = {}
+    for layers in (2, 3):
+        config.num_layers = layers
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = _model_class(config.architecture)(config).train()
+        finally:
+            torch.set_default_dtype(default)
+        saved[layers] = _saved_activation_bytes(model, input_ids, labels)
+    measured = saved[3] - saved[2]
+    formula = activation_bytes(config, 2, seq, layers=1) - activation_bytes(config, 2, seq, layers=0)
+    assert measured == pytest.approx(formula, rel=0.03)

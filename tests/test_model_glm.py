@@ -237,3 +237,23 @@ def test_fresh_model_builds_official_inv_freq():
     assert all(p.requires_grad for p in model.parameters())
     std = model.transformer.layers[0].attention.query_key_value.weight.std().item()
     assert 0.015 < std < 0.025
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lean_gelu_is_the_official_formula_with_its_gradient(dtype):
+    from glmlab.models.chatglm import gelu, official_gelu
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 64) * 3).to(dtype)
+    lean, plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, reference = gelu(lean), official_gelu(plain)
+    assert torch.equal(out, reference)  # the forward is the very same operations
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    reference.backward(grad)
+    # fp32: the written-out derivative equals autograd through the formula; bf16: it is closer to the
+    # exact derivative than bf16 autograd, so compare at bf16's resolution.
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(lean.grad, plain.grad, **tol)
+    x64 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gelu, (x64,))

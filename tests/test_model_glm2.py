@@ -230,3 +230,30 @@ def test_peft_lora_forward_and_generate():
         input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=PAD
     )
     assert generated.shape == (2, ids.shape[1] + 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lean_rms_norm_is_the_official_formula_with_its_gradients(dtype):
+    from glmlab.models.chatglm2 import RMSNorm, official_rms_norm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(64).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(64) + 0.5)
+    x = (torch.randn(3, 5, 64) * 2).to(dtype)
+    lean, plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weight = norm.weight.detach().clone().requires_grad_()
+    out = norm(lean)
+    reference = official_rms_norm(plain, weight, norm.eps)[0]
+    assert torch.equal(out, reference)  # the forward is the very same operations
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    reference.backward(grad)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(lean.grad, plain.grad, **tol)
+    torch.testing.assert_close(norm.weight.grad, weight.grad, **tol)
+    # frozen weight (LoRA, P-tuning): only the input's gradient
+    norm.weight.requires_grad_(False)
+    frozen = x.clone().requires_grad_()
+    norm(frozen).backward(grad)
+    torch.testing.assert_close(frozen.grad, lean.grad, rtol=0, atol=0)

@@ -42,12 +42,47 @@ from glmlab.models.prefix import PrefixEncoder
 ROPE_BASE = 10000.0
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square norm, with the official order of casts.
+def official_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official RMSNorm, returning ``(output, 1 / rms)``.
 
     The mean square is taken in fp32; the product with the fp32 reciprocal promotes
     the activations to fp32, the weight is applied there, and the result is cast back.
     """
+    variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+    rstd = torch.rsqrt(variance + eps)
+    return (weight * (x * rstd)).to(x.dtype), rstd
+
+
+class _LeanRMSNorm(torch.autograd.Function):
+    """:func:`official_rms_norm` that keeps only its input (and one fp32 number per row) for backward.
+
+    Autograd through the formula keeps two fp32 copies of the activations per norm, two
+    norms per layer: in bf16 that is 4x the input's own size. The forward runs the very
+    same operations; the derivative is written out and computed in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        out, rstd = official_rms_norm(x, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        normed = x.float() * rstd
+        grad = grad.float()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            d_normed = grad * weight.float()
+            grad_x = (rstd * (d_normed - normed * (d_normed * normed).mean(-1, keepdim=True))).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad * normed).flatten(0, -2).sum(0).to(weight.dtype)
+        return grad_x, grad_weight, None
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with the official order of casts (see :func:`official_rms_norm`)."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
         super().__init__()
@@ -55,10 +90,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
-        return (self.weight * hidden_states).to(input_dtype)
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or self.weight.requires_grad):
+            return _LeanRMSNorm.apply(hidden_states, self.weight, self.eps)
+        return official_rms_norm(hidden_states, self.weight, self.eps)[0]
 
 
 def _norm(config: ChatGLMConfig) -> nn.Module:
