@@ -46,9 +46,8 @@ def method_args(method: str, config) -> dict:
 
 
 def check_fixtures(device: str) -> list[dict]:
-    from tests.fixture_models import load_fixture, write_fixture_folder
-
     import glmlab
+    from tests.fixture_models import load_fixture, write_fixture_folder
 
     rows = []
     for path in sorted((REPO / "tests" / "fixtures").glob("*_a*.pt")):

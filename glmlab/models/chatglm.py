@@ -45,7 +45,6 @@ from .configuration import ChatGLMConfig
 from .lm_head import causal_lm_output, keep_positions, resolve_cache
 from .prefix import PrefixEncoder
 
-
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 
 
