@@ -113,7 +113,8 @@ def build_model(config, method: str, device: str):
             model = cls(config)
     finally:
         torch.set_default_dtype(default)
-    return strategy.prepare(model, args), args
+    # DeepSpeed's bf16 engine casts the prepared model, LoRA adapters included, to bf16
+    return strategy.prepare(model, args).to(torch.bfloat16), args
 
 
 def batch(config, mode: str, batch_size: int, seq_len: int, device: str) -> dict[str, torch.Tensor]:

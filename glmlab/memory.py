@@ -20,18 +20,24 @@ strategies use (:mod:`glmlab.methods`). :func:`estimate_memory` then adds up, pe
   layer for 16-bit activations, ``s`` tokens, batch ``b``, width ``h``, feed-forward width
   ``f``, ``g`` key/value groups of ``d`` channels (ChatGLM2/3)::
 
-      ChatGLM-6B:   layer_bytes = b * s * (18 h + 4 f)
-                    # norms 2 x (in + out), QKV in, SDPA q k v out, dense in; GELU in, dense in
+      ChatGLM-6B:   layer_bytes = b * s * (18 h + 4 d + 4 f)      (d = h / heads)
+                    # norms 2 x (in + out), QKV in, SDPA q k v out, dense in, 2D rotary
+                    # tables; GELU in, dense_4h_to_h in
       ChatGLM2/3:   layer_bytes = b * s * (14 h + 4 g d + 8 f)
                     # norms 2 x (in + out), q, k and v (g groups), SDPA out, dense in;
                     # SwiGLU: its 2f-wide input, silu(gate), the product
 
-  (the ChatGLM-6B figure is also Korthikanti et al. 2022's, "Reducing Activation Recomputation
-  in Large Transformer Models", without dropout masks). The norms and the GELU keep only their
-  inputs (their backward passes are written out); ``tests/test_memory.py`` checks the formula
-  against the tensors autograd really saves. SDPA (memory-efficient attention) keeps no
-  ``s x s`` scores; ``attention_scores=True`` adds ``5 * heads * s^2 * b`` for eager
-  attention. fp32 activations count double. Only layers that gradients must
+  That is a layer whose weights train (``all``, the trained layers of ``freeze``). A frozen
+  linear layer keeps no input, so a layer the gradient only passes through (every layer
+  under ``ptuning``, the frozen layers above the lowest trained one under ``freeze``) keeps
+  ``6 h + 2 f`` less, the inputs of its four linear layers; ``lora`` keeps the inputs of the
+  layers it adapts (2h for ``query_key_value``). The ChatGLM-6B figure is
+  Korthikanti et al. 2022's ("Reducing Activation Recomputation in Large Transformer
+  Models") without dropout masks. The norms and the GELU keep only their inputs (their
+  backward passes are written out); ``tests/test_memory.py`` checks the formula against the
+  tensors autograd really saves, for ``all``, ``lora`` and ``ptuning``. SDPA
+  (memory-efficient attention) keeps no ``s x s`` scores; ``attention_scores=True`` adds
+  ``5 * heads * s^2 * b`` for eager attention. fp32 activations count double. Only layers that gradients must
   flow through keep activations: ``all`` and ``lora`` (adapters in every layer) and
   ``ptuning`` (the prefix feeds every layer's keys and values, so the gradient goes through
   the whole model even though only the prefix trains) keep all of them; ``freeze`` keeps only
@@ -233,6 +239,36 @@ class MemoryEstimate:
         return asdict(self)
 
 
+# The linear layers of a block, and the width of the input each keeps when its weights (or a
+# LoRA adapter on it) train: a frozen linear layer needs no input for its backward pass.
+LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+
+def layer_activation_bytes(config: ChatGLMConfig, batch_size: int, seq_len: int,
+                           trained_linears: Sequence[str] = LINEARS) -> int:
+    """16-bit bytes one layer keeps for backward when the gradient flows through it.
+
+    ``trained_linears``: the linear layers (of :data:`LINEARS`) whose weights or LoRA
+    adapters train; ``()`` for a layer the gradient only passes through (P-tuning, or a
+    frozen layer above the trained ones).
+    """
+    h, b, s = config.hidden_size, batch_size, seq_len
+    if config.architecture == "glm":
+        f = config.inner_hidden_size
+        d = h // config.num_attention_heads
+        # norm inputs 2 x 2h, SDPA q k v out 8h, the layer's 2D rotary tables 4d; GELU input 2f
+        kept = 12 * h + 4 * d + 2 * f
+    else:
+        f = config.ffn_hidden_size
+        groups = config.multi_query_group_num if config.multi_query_attention else config.num_attention_heads
+        kv_channels = config.kv_channels or h // config.num_attention_heads
+        # norm inputs 2 x 2h, q 2h + k v 4gd, SDPA out 2h; SwiGLU input 4f, silu(gate) 2f
+        kept = 8 * h + 4 * groups * kv_channels + 6 * f
+    inputs = {"query_key_value": 2 * h, "dense": 2 * h, "dense_h_to_4h": 2 * h, "dense_4h_to_h": 2 * f}
+    kept += sum(inputs[name] for name in set(trained_linears) & set(inputs))
+    return b * s * kept
+
+
 def activation_bytes(
     config: ChatGLMConfig,
     batch_size: int,
@@ -241,43 +277,49 @@ def activation_bytes(
     precision: str = "bf16",
     gradient_checkpointing: bool = False,
     attention_scores: bool = False,
+    trained_layers: int | None = None,
+    trained_linears: Sequence[str] = LINEARS,
 ) -> float:
     """Activation bytes kept for the backward pass through ``layers`` layers (default: all) plus the logits.
 
-    See the module docstring for the formula.
+    ``trained_layers`` of them (default: all ``layers``) train ``trained_linears``; the
+    others only pass the gradient on. See the module docstring for the formula.
     """
-    h, b, s = config.hidden_size, batch_size, seq_len
-    f = config.inner_hidden_size if config.architecture == "glm" else config.ffn_hidden_size
+    b, s = batch_size, seq_len
     vocab = config.vocab_size if config.architecture == "glm" else config.padded_vocab_size
     layers = config.num_layers if layers is None else layers
-    if config.architecture == "glm":
-        per_layer = b * s * (18 * h + 4 * f)
-    else:
-        groups = config.multi_query_group_num if config.multi_query_attention else config.num_attention_heads
-        kv_channels = config.kv_channels or h // config.num_attention_heads
-        per_layer = b * s * (14 * h + 4 * groups * kv_channels + 8 * f)
-    if attention_scores:
-        per_layer += 5 * config.num_attention_heads * s * s * b
+    trained_layers = layers if trained_layers is None else min(trained_layers, layers)
+    trained = layer_activation_bytes(config, b, s, trained_linears)
+    passing = layer_activation_bytes(config, b, s, ())
+    scores = 5 * config.num_attention_heads * s * s * b if attention_scores else 0
     scale = BYTES[precision] / 2  # the formula counts 16-bit activations
-    if gradient_checkpointing:
-        kept = layers * 2 * b * s * h + (per_layer if layers else 0)
+    if gradient_checkpointing:  # each layer's input, and one layer rebuilt at a time
+        rebuilt = (trained if trained_layers else passing) + scores if layers else 0
+        kept = layers * 2 * b * s * config.hidden_size + rebuilt
     else:
-        kept = layers * per_layer
+        kept = trained_layers * trained + (layers - trained_layers) * passing + layers * scores
     logits = 8 * b * s * vocab
     return kept * scale + logits
 
 
-def _layers_with_activations(config: ChatGLMConfig, method: str, freeze_module_name: str | None) -> int:
-    """How many layers gradients flow through (counted from the top)."""
-    if method != "freeze":
-        return config.num_layers
-
-    patterns = freeze_patterns(freeze_module_name or f"layers.{config.num_layers - 1}.")
+def _activation_layers(config: ChatGLMConfig, method: str, method_args: dict[str, Any]) -> dict[str, Any]:
+    """:func:`activation_bytes`' ``layers``, ``trained_layers`` and ``trained_linears`` for ``method``."""
+    if method == "all":
+        return {"layers": config.num_layers}
+    if method == "ptuning":
+        return {"layers": config.num_layers, "trained_layers": 0, "trained_linears": ()}
+    if method == "lora":
+        targets = split_names(method_args.get("lora_module_name") or "query_key_value")
+        return {"layers": config.num_layers, "trained_linears": [t for t in targets if t in LINEARS]}
+    patterns = freeze_patterns(method_args.get("freeze_module_name") or f"layers.{config.num_layers - 1}.")
     names = [n for hits in match_patterns(patterns, parameter_shapes(config)).values() for n in hits]
-    indices = [int(m) for n in names for m in re.findall(r"layers\.(\d+)\.", n)]
     if any("word_embeddings" in n for n in names):
-        return config.num_layers
-    return config.num_layers - min(indices) if indices else 0
+        return {"layers": config.num_layers}
+    indices = {int(m) for n in names for m in re.findall(r"layers\.(\d+)\.", n)}
+    if not indices:
+        return {"layers": 0}
+    # The gradient flows from the top down to the lowest trained layer.
+    return {"layers": config.num_layers - min(indices), "trained_layers": len(indices)}
 
 
 def estimate_memory(
@@ -324,9 +366,9 @@ def estimate_memory(
         optimizer = 0.0
         if zero_stage == 3:
             cpu += total * width / num_gpus
-    layers = _layers_with_activations(config, method, method_args.get("freeze_module_name"))
-    activations = activation_bytes(config, batch_size, seq_len, layers, precision, gradient_checkpointing,
-                                   attention_scores)
+    activations = activation_bytes(config, batch_size, seq_len, precision=precision,
+                                   gradient_checkpointing=gradient_checkpointing, attention_scores=attention_scores,
+                                   **_activation_layers(config, method, method_args))
     gpu = weights + gradients + optimizer + activations
     return MemoryEstimate(method, precision, zero_stage, num_gpus, offload, gradient_checkpointing, total, trainable,
                           weights / GIB, gradients / GIB, optimizer / GIB, activations / GIB, gpu / GIB, cpu / GIB)

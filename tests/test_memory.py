@@ -110,11 +110,14 @@ def test_activations_by_method_and_checkpointing():
     # Checkpointing keeps each layer's 16-bit input, rebuilds one layer at a time; the logits stay.
     assert ckpt == 28 * 2 * 1024 * 4096 + 1024 * (14 * 4096 + 4 * 2 * 128 + 8 * 13696) + 8 * 1024 * 65024
     assert ckpt < full / 4
-    # ptuning trains 0.004% of the parameters but back-propagates through every layer.
+    # ptuning trains 0.004% of the parameters but back-propagates through every layer; frozen linear
+    # layers keep no inputs, so it keeps less than full training, and LoRA on the QKV a little more.
     ptuning = estimate_memory(config, "ptuning", prefix_projection=False, seq_len=1024)
     lora = estimate_memory(config, "lora", seq_len=1024)
     freeze = estimate_memory(config, "freeze", freeze_module_name="layers.27.", seq_len=1024)
-    assert ptuning.activations_gib == lora.activations_gib == pytest.approx(full / GIB)
+    assert ptuning.activations_gib < lora.activations_gib < full / GIB
+    assert lora.activations_gib - ptuning.activations_gib == pytest.approx(28 * 2 * 1024 * 4096 / GIB)
+    assert ptuning.activations_gib > 0.6 * full / GIB
     assert freeze.activations_gib < ptuning.activations_gib / 5
 
 
@@ -148,9 +151,14 @@ def _saved_activation_bytes(model, input_ids, labels) -> int:
     return sum(n for ptr, n in kept.items() if ptr not in params)
 
 
+@pytest.mark.parametrize("method", ["all", "lora", "ptuning"])
 @pytest.mark.parametrize("mode", ["glm", "glm2"])
-def test_activation_formula_matches_what_autograd_keeps(mode):
-    """Per layer, in bf16, the formula counts what the model really saves for backward (within 3%)."""
+def test_activation_formula_matches_what_autograd_keeps(mode, method):
+    """Per layer, in bf16, the formula counts what the model prepared for ``method`` really saves.
+
+    It leaves out what P-tuning's prefix and LoRA's small matrices add to a layer: under 0.5%
+    at the 6B width and 768 tokens, up to 3% at this test's small width and length.
+    """
     config = preset_config(mode)
     config.hidden_size, config.num_attention_heads = 1024, 8  # 128 channels a head, as in the 6B models
     if mode == "glm":
@@ -158,6 +166,11 @@ def test_activation_formula_matches_what_autograd_keeps(mode):
         config.mask_token_id, config.gmask_token_id, config.bos_token_id, config.eos_token_id = 996, 997, 998, 999
     else:
         config.ffn_hidden_size, config.kv_channels, config.padded_vocab_size = 3424, 128, 1000
+    args = SimpleNamespace(train_type=method, pre_seq_len=4, prefix_projection=False, lora_dim=8, lora_alpha=16,
+                           lora_dropout=0.0, lora_module_name="query_key_value", freeze_module_name=None)
+    strategy = get_strategy(method)
+    for key, value in strategy.config_overrides(args).items():
+        setattr(config, key, value)
     seq = 128
     torch.manual_seed(0)
     input_ids = torch.randint(5, 990, (2, seq))
@@ -165,16 +178,17 @@ def test_activation_formula_matches_what_autograd_keeps(mode):
         input_ids[:, 60], input_ids[:, 61] = config.gmask_token_id, config.bos_token_id
     labels = input_ids.clone()
     labels[:, :62] = -100
-    saved = {}
+    saved, formula = {}, {}
     for layers in (2, 3):
         config.num_layers = layers
         default = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)
         try:
-            model = _model_class(config.architecture)(config).train()
+            # DeepSpeed's bf16 engine casts the prepared model (LoRA adapters included) to bf16
+            model = strategy.prepare(_model_class(config.architecture)(config), args).to(torch.bfloat16).train()
         finally:
             torch.set_default_dtype(default)
         saved[layers] = _saved_activation_bytes(model, input_ids, labels)
-    measured = saved[3] - saved[2]
-    formula = activation_bytes(config, 2, seq, layers=1) - activation_bytes(config, 2, seq, layers=0)
-    assert measured == pytest.approx(formula, rel=0.03)
+        formula[layers] = estimate_memory(config, method, batch_size=2, seq_len=seq, pre_seq_len=4,
+                                          lora_dim=8).activations_gib * GIB
+    assert saved[3] - saved[2] == pytest.approx(formula[3] - formula[2], rel=0.04)
