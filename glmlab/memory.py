@@ -15,7 +15,10 @@ strategies use (:mod:`glmlab.methods`). :func:`estimate_memory` then adds up, pe
   (counted on the CPU side, in fp32).
 * **optimizer** -- AdamW keeps two fp32 moments per trainable parameter, plus an fp32 master
   copy when training in bf16/fp16: 12 bytes per trainable parameter (8 in fp32). ZeRO-1/2/3
-  shard them; offload moves them to the CPU.
+  shard them; offload moves them to the CPU. Not counted: for the step, DeepSpeed also turns
+  each 16-bit gradient partition into fp32 (4 more bytes per trainable parameter, per shard);
+  on an H200 that put a ChatGLM2-6B ``freeze`` run of two layers (408M trained parameters)
+  at 19.3 GiB against 17.5 estimated (``benchmarks/bench_gpu.py``).
 * **activations** -- the tensors glmlab's models keep for the backward pass, counted per
   layer for 16-bit activations, ``s`` tokens, batch ``b``, width ``h``, feed-forward width
   ``f``, ``g`` key/value groups of ``d`` channels (ChatGLM2/3)::
