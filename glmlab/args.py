@@ -229,7 +229,14 @@ def default_precision() -> str:
     return "fp32"
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE``, exit status 2 (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _ArgsErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (no usage block), raised as :class:`ArgsError`."""
 
     def error(self, message: str):  # type: ignore[override]
@@ -238,7 +245,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser generated from :class:`TrainArgs` (help from each field's metadata)."""
-    parser = _OneLineParser(prog="python -m glmlab.train", description=TrainArgs.__doc__,
+    parser = _ArgsErrorParser(prog="python -m glmlab.train", description=TrainArgs.__doc__,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(TrainArgs):
         kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name}

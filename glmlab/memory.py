@@ -56,7 +56,6 @@ function really used, to compare.
 
 from __future__ import annotations
 
-import re
 import resource
 import sys
 import time
@@ -66,7 +65,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from glmlab.methods import (
+    PREFIX_ENCODER,
     freeze_patterns,
+    layer_indices,
     match_modules,
     match_patterns,
     module_names,
@@ -77,6 +78,7 @@ from glmlab.models.configuration import ChatGLMConfig
 GIB = 1024**3
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 METHODS = ("freeze", "ptuning", "lora", "all")
+DEFAULT_LORA_MODULES = "query_key_value"  # as the original LoRA command
 
 # The official config.json fields that decide the sizes (THUDM/chatglm-6b, chatglm2-6b, chatglm3-6b).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -155,7 +157,7 @@ def parameter_shapes(config: ChatGLMConfig) -> dict[str, tuple[int, ...]]:
 def prefix_encoder_shapes(pre_seq_len: int, kv_size: int, projection: bool, embed_dim: int,
                           hidden_size: int) -> dict[str, tuple[int, ...]]:
     """Shapes of the P-tuning v2 prefix encoder (:class:`glmlab.models.prefix.PrefixEncoder`)."""
-    p = "transformer.prefix_encoder."
+    p = PREFIX_ENCODER
     if not projection:
         return {p + "embedding.weight": (pre_seq_len, kv_size)}
     return {p + "embedding.weight": (pre_seq_len, embed_dim),
@@ -181,6 +183,12 @@ def _with_prefix(config: ChatGLMConfig, pre_seq_len: int, prefix_projection: boo
     return ChatGLMConfig(**{k: v for k, v in fields.items() if k not in ("transformers_version", "architectures")})
 
 
+def _freeze_matches(config: ChatGLMConfig, shapes: dict[str, tuple[int, ...]], freeze_module_name: str | None) -> set[str]:
+    """The parameters ``freeze`` trains: names containing a pattern (default: the last layer)."""
+    patterns = freeze_patterns(freeze_module_name or f"layers.{config.num_layers - 1}.")
+    return set().union(*match_patterns(patterns, shapes).values())
+
+
 def trainable_parameters(
     config: ChatGLMConfig,
     method: str,
@@ -189,7 +197,7 @@ def trainable_parameters(
     pre_seq_len: int = 16,
     prefix_projection: bool = True,
     lora_dim: int = 8,
-    lora_module_name: str = "query_key_value",
+    lora_module_name: str = DEFAULT_LORA_MODULES,
 ) -> tuple[int, int]:
     """``(trainable, total)`` parameter counts of ``method`` on ``config``, as the strategies set them up.
 
@@ -202,13 +210,11 @@ def trainable_parameters(
     if method == "all":
         return total, total
     if method == "freeze":
-        patterns = freeze_patterns(freeze_module_name or f"layers.{config.num_layers - 1}.")
-        matched = set().union(*match_patterns(patterns, shapes).values())
-        return sum(_numel(shapes[n]) for n in matched), total
+        return sum(_numel(shapes[n]) for n in _freeze_matches(config, shapes, freeze_module_name)), total
     if method == "ptuning":
         prefixed = parameter_shapes(_with_prefix(config, pre_seq_len, prefix_projection))
         total = sum(_numel(s) for s in prefixed.values())
-        return sum(_numel(s) for n, s in prefixed.items() if n.startswith("transformer.prefix_encoder.")), total
+        return sum(_numel(s) for n, s in prefixed.items() if n.startswith(PREFIX_ENCODER)), total
     if method == "lora":
         modules = match_modules(split_names(lora_module_name), module_names(shapes))
         adapted = set().union(*modules.values())
@@ -312,13 +318,12 @@ def _activation_layers(config: ChatGLMConfig, method: str, method_args: dict[str
     if method == "ptuning":
         return {"layers": config.num_layers, "trained_layers": 0, "trained_linears": ()}
     if method == "lora":
-        targets = split_names(method_args.get("lora_module_name") or "query_key_value")
+        targets = split_names(method_args.get("lora_module_name") or DEFAULT_LORA_MODULES)
         return {"layers": config.num_layers, "trained_linears": [t for t in targets if t in LINEARS]}
-    patterns = freeze_patterns(method_args.get("freeze_module_name") or f"layers.{config.num_layers - 1}.")
-    names = [n for hits in match_patterns(patterns, parameter_shapes(config)).values() for n in hits]
+    names = _freeze_matches(config, parameter_shapes(config), method_args.get("freeze_module_name"))
     if any("word_embeddings" in n for n in names):
         return {"layers": config.num_layers}
-    indices = {int(m) for n in names for m in re.findall(r"layers\.(\d+)\.", n)}
+    indices = layer_indices(names)
     if not indices:
         return {"layers": 0}
     # The gradient flows from the top down to the lowest trained layer.

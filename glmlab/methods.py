@@ -99,6 +99,11 @@ def match_modules(targets: Sequence[str], modules: Iterable[str]) -> dict[str, l
     return {t: [m for m in modules if m == t or m.endswith("." + t)] for t in targets}
 
 
+def layer_indices(names: Iterable[str]) -> set[int]:
+    """The layer indices that ``names`` mention (``transformer.encoder.layers.27.mlp...`` -> 27)."""
+    return {int(index) for name in names for index in re.findall(r"layers\.(\d+)\.", name)}
+
+
 def _unmatched(matches: dict[str, list[str]]) -> list[str]:
     return [key for key, hits in matches.items() if not hits]
 
@@ -181,7 +186,7 @@ class FreezeStrategy(Strategy):
             raise ValueError("--freeze_module_name is empty: name the parameters to train, e.g. 'layers.27.'")
         missing = _unmatched(match_patterns(patterns, names))
         if missing:
-            layers = sorted({int(m) for m in re.findall(r"layers\.(\d+)\.", " ".join(names))})
+            layers = sorted(layer_indices(names))
             span = f"layers.0. .. layers.{layers[-1]}." if layers else _examples(list(names))
             raise ValueError(f"--freeze_module_name: {', '.join(repr(p) for p in missing)} {_verb(missing)} no parameter "
                              f"(this model has {span})")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from glmlab.args import OneLineParser
 from glmlab.loading import (
     MODE_KEY,
     MODES,
@@ -283,15 +284,8 @@ def make_tiny(
     return output_dir
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr (exit status 2), without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m glmlab.tiny", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m glmlab.tiny", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", required=True, choices=MODES, help="which ChatGLM generation to imitate")
     parser.add_argument("--output_dir", required=True, help="folder to write (must be empty unless --overwrite)")
     parser.add_argument("--hidden_size", type=int, default=64, help="model width")

@@ -65,6 +65,11 @@ _OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_a
                "gradient_clipping", "optimizer", "scheduler", "bf16", "fp16")
 
 
+def supervised_tokens(labels):
+    """How many tokens a batch's loss averages over: the shifted labels that are not ignored (a tensor)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; training stops before the optimizer applies it."""
 
@@ -90,7 +95,7 @@ class Plan:
                    max(1, math.ceil(args.warmup_ratio * total)))
 
 
-def build_ds_config(args: TrainArgs, world_size: int, plan: Plan, precision: str, on_cpu: bool) -> dict[str, Any]:
+def build_ds_config(args: TrainArgs, world_size: int, plan: Plan, precision: str) -> dict[str, Any]:
     """The DeepSpeed config: ZeRO/offload from ``--ds_file``, everything else from the arguments."""
     config = json.loads(args.ds_path.read_text(encoding="utf-8"))
     overridden = [key for key in _OWNED_KEYS if key in config]
@@ -241,7 +246,7 @@ def setup(args: TrainArgs) -> Run:
         # Non-reentrant checkpointing passes gradients to frozen-input layers (LoRA, P-tuning) as well.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
-    ds_config = build_ds_config(args, world, plan, precision, on_cpu)
+    ds_config = build_ds_config(args, world, plan, precision)
     overridden = ds_config.pop("_glmlab_overridden")
     if rank == 0:
         print(strategy.describe(model), flush=True)
@@ -318,7 +323,7 @@ def evaluate(run: Run) -> float:
     with torch.no_grad():
         for batch in run.eval_loader:
             batch = {k: v.to(run.device) for k, v in batch.items()}
-            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            n = int(supervised_tokens(batch["labels"]))
             loss_sum += float(run.engine(**batch, use_cache=False).loss) * n
             count += n
     run.engine.train()
@@ -355,7 +360,7 @@ class Meter:
 
     def add(self, loss, batch: dict) -> None:
         """Count one micro-batch whose mean loss over its supervised tokens is ``loss``."""
-        supervised = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()  # the shifted labels the loss used
+        supervised = supervised_tokens(batch["labels"])
         self.micro[0] += loss.detach().double() * supervised
         self.micro[1] += supervised
         self.micro[2] += batch["attention_mask"].sum()

@@ -240,7 +240,7 @@ def test_shipped_configs_hold_zero_settings_only(tiny_model, tmp_path, name):
     args = _args(tiny_model("glm2"), tmp_path, "--ds_file", name, "--per_device_train_batch_size", "2",
                  "--gradient_accumulation_steps", "3", "--learning_rate", "2e-4")
     plan = Plan.build(12, args)
-    config = build_ds_config(args, world_size=4, plan=plan, precision="bf16", on_cpu=True)
+    config = build_ds_config(args, world_size=4, plan=plan, precision="bf16")
     assert config["train_batch_size"] == 2 * 3 * 4 and config["gradient_accumulation_steps"] == 3
     assert config["bf16"]["enabled"] and not config["fp16"]["enabled"]
     assert config["scheduler"]["params"]["total_num_steps"] == plan.total_steps
