@@ -41,6 +41,14 @@ def checkpoint_name(epoch: int, step: int) -> str:
     return f"epoch-{epoch}-step-{step}"
 
 
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The checkpoint of ``output_dir`` with the highest optimizer step (``epoch-E-step-S``)."""
+    folders = [p for p in Path(output_dir).glob("epoch-*-step-*") if p.is_dir()]
+    if not folders:
+        raise FileNotFoundError(f"{output_dir}: no epoch-E-step-S checkpoint folder")
+    return max(folders, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

@@ -48,7 +48,7 @@ from glmlab.inference import (
 )
 from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
 
-__all__ = ["build_parser", "chat", "chat_loop", "main", "parse_args", "predict_samples", "reference_of", "score"]
+__all__ = ["build_parser", "chat", "chat_loop", "main", "parse_args", "predict_samples", "reference_of", "score", "write_jsonl"]
 
 PROG = "glmlab.predict"
 # glmlab.train's defaults; a checkpoint's glmlab_checkpoint.json records the values it was trained with.
@@ -239,7 +239,7 @@ def score(samples: Sequence[dict], predictions: Sequence[str], metric: str = "au
     return {"metric": "rouge", **generation_scores(predictions, refs)}
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     """Write rows as JSON lines atomically (a temporary file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = predict_samples(
         model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr, **gen
     )
-    _write_jsonl(Path(args.output_path), [{**s, "prediction": p} for s, p in zip(args.samples, predictions)])
+    write_jsonl(Path(args.output_path), [{**s, "prediction": p} for s, p in zip(args.samples, predictions)])
     print(f"{PROG}: wrote {len(predictions)} predictions to {args.output_path}", file=sys.stderr)
     result = score(args.samples, predictions, args.metric)
     if result is not None:

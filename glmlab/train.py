@@ -134,14 +134,18 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def free_port() -> int:
+    """A TCP port on this machine that nobody listens on right now (for a process group's master)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _init_processes() -> None:
     """Join the DeepSpeed process group; a plain ``python -m glmlab.train`` is a world of one."""
     if "RANK" not in os.environ:  # not started by a launcher
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     import deepspeed
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator

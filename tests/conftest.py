@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from glmlab.train import free_port  # tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 SPO_TRAIN = REPO / "data" / "spo_train.jsonl"
@@ -42,13 +43,6 @@ def tiny_model(tmp_path_factory):
         return made[mode]
 
     return get
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a DeepSpeed master)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env() -> dict[str, str]:

@@ -251,3 +251,14 @@ def test_shipped_configs_hold_zero_settings_only(tiny_model, tmp_path, name):
 
 def test_launcher_script_exists():
     assert (REPO / "scripts" / "launch_ds.py").is_file()
+
+
+def test_latest_checkpoint_is_the_highest_step(tmp_path):
+    from glmlab.checkpoint import latest_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        latest_checkpoint(tmp_path)
+    for name in ("epoch-1-step-9", "epoch-2-step-10", "epoch-1-step-2"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "epoch-3-step-99").write_text("a file, not a checkpoint")
+    assert latest_checkpoint(tmp_path) == tmp_path / "epoch-2-step-10"  # by step number, not by name
