@@ -8,19 +8,30 @@
   per-sample counts, which is steadier when samples hold very different numbers
   of triples.
 * **Doc-to-question** (``d2q``): free text against one or more reference
-  questions. Chinese text has no spaces, so :func:`rouge_l` and :func:`bleu4`
-  work on characters (as the official ChatGLM evaluation does when it lists the
-  characters of a string); a candidate is scored against its best reference.
+  questions. :func:`generation_scores` computes ROUGE-1/2/L and BLEU-4 exactly
+  as THUDM's official ChatGLM evaluation does (ChatGLM-6B ``ptuning/main.py``
+  ``compute_metrics`` and the ChatGLM2 demo): ROUGE F from ``rouge-chinese`` on
+  ``jieba`` words, BLEU-4 from ``nltk`` (``sentence_bleu``, smoothing
+  ``method3``) on characters. Scores are kept in [0, 1]; ×100 gives the
+  official numbers. With several references, BLEU uses them all and each ROUGE
+  score takes the best one. :func:`exact_match` is plain accuracy after
+  ``strip()``.
 * **Forgetting**: :func:`forgetting` compares what a fine-tuned model writes on
-  general prompts with what the base model wrote on the same prompts.
+  general prompts with what the base model wrote on the same prompts
+  (rouge-chinese ROUGE-L over characters).
 
-Pure Python, no dependencies beyond the standard library.
+Dependencies: ``jieba``, ``rouge-chinese`` and ``nltk`` are used (rather than
+hand-written metrics) so that doc-to-question numbers are comparable with the
+ones published for ChatGLM fine-tuning. NLTK's BLEU needs no downloaded data.
+They are imported on first use, so importing this module stays cheap; jieba's
+"Building prefix dict" messages are silenced. The triple and forgetting
+bookkeeping is plain Python.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
+import functools
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -136,104 +147,133 @@ def looks_like_triples(references: Iterable[object]) -> bool:
 
 # --------------------------------------------------------------------------- generation
 
-
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of ``a`` and ``b`` (O(len(a)·len(b)) time, O(len(b)) memory)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+#: The score keys of :func:`generation_score` (and, with ``n_samples``, of :func:`generation_scores`).
+GENERATION_KEYS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
+_ROUGE_KEYS = GENERATION_KEYS[:3]
+_TOKENIZERS = ("jieba", "char")
 
 
-def rouge_l(candidate: str, reference: str | Sequence[str]) -> float:
-    """Character-level ROUGE-L F1 of ``candidate``; with several references, the best one counts.
+@functools.cache
+def _jieba():
+    """jieba, imported on first use with its "Building prefix dict ..." chatter on stderr silenced."""
+    import jieba
 
-    ``P = LCS / len(candidate)``, ``R = LCS / len(reference)``, ``F = 2PR / (P + R)``.
-    Whitespace is ignored (characters are compared after removing it). Empty
-    candidate or reference scores 0, except that two empty strings score 1.
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def _tokens(text: str, tokenize: str) -> list[str]:
+    """``text`` split for ROUGE: jieba words (``"jieba"``, the official way) or characters (``"char"``)."""
+    if tokenize == "jieba":
+        return list(_jieba().cut(text))
+    if tokenize == "char":
+        return list(text)
+    raise ValueError(f"tokenize must be one of {_TOKENIZERS}, not {tokenize!r}")
+
+
+def _rouge_f(hypothesis: Sequence[str], reference: Sequence[str], metrics: Sequence[str] = _ROUGE_KEYS) -> dict:
+    """rouge-chinese F scores of two token lists, joined by spaces as the official code joins them.
+
+    When either side is empty after stripping (rouge-chinese would raise) every score is 0.0, the
+    guard of the newer official demos.
     """
+    hyp, ref = " ".join(hypothesis), " ".join(reference)
+    if not hyp.strip() or not ref.strip():
+        return dict.fromkeys(metrics, 0.0)
+    from rouge_chinese import Rouge
+
+    scores = Rouge(metrics=list(metrics)).get_scores(hyp, ref)[0]
+    return {k: float(scores[k]["f"]) for k in metrics}
+
+
+def _bleu4(prediction: str, references: Sequence[str]) -> float:
+    """NLTK sentence BLEU-4 over characters, smoothing ``method3``, as the official code calls it."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    return float(
+        sentence_bleu([list(r) for r in references], list(prediction), smoothing_function=SmoothingFunction().method3)
+    )
+
+
+def _reference_list(reference: str | Sequence[str]) -> list[str]:
     references = [reference] if isinstance(reference, str) else list(reference)
     if not references:
-        raise ValueError("rouge_l needs at least one reference")
-    cand = _chars(candidate)
-    best = 0.0
+        raise ValueError("a sample needs at least one reference")
+    return references
+
+
+def generation_score(prediction: str, reference: str | Sequence[str], tokenize: str = "jieba") -> dict[str, float]:
+    """ROUGE-1/2/L F and BLEU-4 of one prediction, as THUDM's official ChatGLM evaluation scores a sample.
+
+    ROUGE: ``rouge_chinese.Rouge().get_scores(' '.join(jieba.cut(pred)), ' '.join(jieba.cut(ref)))``,
+    the ``'f'`` of ``rouge-1``, ``rouge-2`` and ``rouge-l``; all three are 0.0 when either joined
+    string is empty after stripping (an empty prediction scores 0, it does not raise).
+    ``tokenize="char"`` is a character-level variant that feeds ROUGE single characters instead of
+    jieba words (not the official numbers).
+
+    BLEU-4: ``nltk`` ``sentence_bleu([list(ref)], list(pred),
+    smoothing_function=SmoothingFunction().method3)``, on *characters* whatever ``tokenize`` says,
+    as the official code does. Note that a prediction shorter than 4 characters cannot reach 1
+    (its missing n-gram orders are smoothed, not re-weighted): an identical 2-character pair
+    scores ``(1 · 1 · 1/2 · 1/4) ** (1/4) ≈ 0.595``.
+
+    ``reference`` is one string or a list of acceptable strings (doc-to-question has 1-4 questions
+    per document). With several, BLEU gets them all (NLTK's own multi-reference BLEU: n-gram counts
+    clipped by the most any reference holds, brevity penalty against the closest reference length)
+    and each ROUGE score is the best over the references, taken per metric (ROUGE-1 and ROUGE-2 may
+    come from different references). An empty list raises ``ValueError``.
+
+    Scores are in [0, 1]; the official reports multiply by 100 (and round to 4 decimals).
+    Note rouge-chinese's own conventions: ROUGE-N counts *distinct* n-grams, and F is
+    ``2PR / (P + R + 1e-8)``, so an identical pair scores 0.99999999..., not exactly 1.
+    """
+    references = _reference_list(reference)
+    hypothesis = _tokens(prediction, tokenize)
+    scores = dict.fromkeys(_ROUGE_KEYS, 0.0)
     for ref in references:
-        ref_chars = _chars(ref)
-        if not cand and not ref_chars:
-            return 1.0
-        if not cand or not ref_chars:
-            continue
-        lcs = _lcs_length(cand, ref_chars)
-        if lcs:
-            p, r = lcs / len(cand), lcs / len(ref_chars)
-            best = max(best, 2 * p * r / (p + r))
-    return best
+        for key, value in _rouge_f(hypothesis, _tokens(ref, tokenize)).items():
+            scores[key] = max(scores[key], value)
+    scores["bleu-4"] = _bleu4(prediction, references)
+    return scores
 
 
-def bleu4(candidate: str, reference: str | Sequence[str]) -> float:
-    """Character-level sentence BLEU-4 of ``candidate`` against one or more references.
+def generation_scores(
+    predictions: Sequence[str], references: Sequence[str | Sequence[str]], tokenize: str = "jieba"
+) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F and BLEU-4 over a file, each prediction against its own references.
 
-    Standard BLEU: n-gram precisions (n = 1..4) with counts clipped by the most
-    any single reference holds, geometric mean, brevity penalty against the
-    reference length closest to the candidate's. A zero n-gram precision is
-    smoothed geometrically (the k-th zero counts as ``1 / 2**k`` matches, as
-    NLTK's ``method3``), so short candidates do not collapse to 0.
-    Whitespace is ignored. An empty candidate, or one sharing no character with
-    any reference, scores 0.
-    """
-    references = [reference] if isinstance(reference, str) else list(reference)
-    if not references:
-        raise ValueError("bleu4 needs at least one reference")
-    cand = _chars(candidate)
-    refs = [_chars(r) for r in references]
-    if not cand:
-        return 0.0
-    log_precision = 0.0
-    zeros = 0
-    for n in range(1, 5):
-        cand_ngrams = Counter(_ngrams(cand, n))
-        total = sum(cand_ngrams.values())
-        if total == 0:  # candidate shorter than n: this order says nothing; count as a smoothed zero
-            zeros += 1
-            log_precision += math.log(1 / (2**zeros))
-            continue
-        max_ref = Counter()
-        for ref in refs:
-            for gram, count in Counter(_ngrams(ref, n)).items():
-                max_ref[gram] = max(max_ref[gram], count)
-        matches = sum(min(count, max_ref[gram]) for gram, count in cand_ngrams.items())
-        if matches == 0:
-            if n == 1:  # nothing in common at all
-                return 0.0
-            zeros += 1
-            log_precision += math.log(1 / (2**zeros) / total)
-        else:
-            log_precision += math.log(matches / total)
-    c = len(cand)
-    r = min((len(ref) for ref in refs), key=lambda length: (abs(length - c), length))
-    brevity = 1.0 if c > r else math.exp(1 - r / c)
-    return brevity * math.exp(log_precision / 4)
-
-
-def generation_scores(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
-    """Mean character-level ROUGE-L and BLEU-4 over a file (each prediction against its own references).
-
-    ``references[i]`` is a string or a list of acceptable strings (doc-to-question
-    lists 1-4 questions per document). Returns ``{"rouge_l", "bleu4", "n_samples"}``.
+    Returns ``{"rouge-1", "rouge-2", "rouge-l", "bleu-4", "n_samples"}``: the mean over samples of
+    :func:`generation_score` (see there for how a sample is scored and for ``tokenize``), in
+    [0, 1]. Multiply by 100 to get the numbers THUDM's ChatGLM fine-tuning demos report
+    (ChatGLM-6B ``ptuning/main.py`` ``compute_metrics``). ``references[i]`` is a string or a list
+    of acceptable strings. An empty file scores 0 with ``n_samples`` 0.
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if tokenize not in _TOKENIZERS:
+        raise ValueError(f"tokenize must be one of {_TOKENIZERS}, not {tokenize!r}")
     n = len(predictions)
-    if n == 0:
-        return {"rouge_l": 0.0, "bleu4": 0.0, "n_samples": 0}
-    rouge = sum(rouge_l(p, r) for p, r in zip(predictions, references)) / n
-    bleu = sum(bleu4(p, r) for p, r in zip(predictions, references)) / n
-    return {"rouge_l": rouge, "bleu4": bleu, "n_samples": n}
+    totals = dict.fromkeys(GENERATION_KEYS, 0.0)
+    for prediction, reference in zip(predictions, references):
+        for key, value in generation_score(prediction, reference, tokenize).items():
+            totals[key] += value
+    means = {key: (total / n if n else 0.0) for key, total in totals.items()}
+    return {**means, "n_samples": n}
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> float:
+    """Fraction of predictions equal to their reference after ``strip()`` (with a list: equal to any of them).
+
+    Aligned lists; an empty file scores 0.0, a sample with an empty reference list raises ``ValueError``.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        return 0.0
+    hits = 0
+    for prediction, reference in zip(predictions, references):
+        hits += any(prediction.strip() == ref.strip() for ref in _reference_list(reference))
+    return hits / len(predictions)
 
 
 # --------------------------------------------------------------------------- forgetting
@@ -243,11 +283,11 @@ def generation_scores(predictions: Sequence[str], references: Sequence[str | Seq
 class Forgetting:
     """How far a fine-tuned model's answers on general prompts moved from the base model's.
 
-    ``similarity``: mean character-level ROUGE-L of each fine-tuned answer to the
-    base answer (1 = unchanged). ``change = 1 - similarity``. ``identical``:
-    fraction of prompts answered exactly as before. ``length_ratio``: mean
-    ``len(tuned) / len(base)`` (fine-tuning on short targets often shortens
-    general answers), over prompts whose base answer is non-empty.
+    ``similarity``: mean ROUGE-L F (rouge-chinese, on *character* tokens, see :func:`forgetting`)
+    of each fine-tuned answer to the base answer (1 = unchanged). ``change = 1 - similarity``.
+    ``identical``: fraction of prompts answered exactly as before. ``length_ratio``: mean
+    ``len(tuned) / len(base)`` (fine-tuning on short targets often shortens general answers), over
+    prompts whose base answer is non-empty.
     """
 
     similarity: float
@@ -261,14 +301,32 @@ class Forgetting:
         return asdict(self)
 
 
+def _answer_similarity(tuned: str, base: str) -> float:
+    """Character-level ROUGE-L F of ``tuned`` against ``base`` (rouge-chinese), 1.0 for the same characters.
+
+    Whitespace is ignored. Answers with the same non-space characters (two empty answers
+    included) score exactly 1.0 (rouge-chinese's ``2PR / (P + R + 1e-8)`` would give
+    0.99999999...); an empty answer against a non-empty one scores 0.0.
+    """
+    tuned_chars, base_chars = _chars(tuned), _chars(base)
+    if tuned_chars == base_chars:
+        return 1.0
+    return _rouge_f(tuned_chars, base_chars, metrics=("rouge-l",))["rouge-l"]
+
+
 def forgetting(base_outputs: Sequence[str], tuned_outputs: Sequence[str]) -> Forgetting:
-    """Compare generations of the base and the fine-tuned model on the same prompts (aligned lists)."""
+    """Compare generations of the base and the fine-tuned model on the same prompts (aligned lists).
+
+    Similarity is rouge-chinese ROUGE-L F over characters (whitespace ignored): general answers
+    are compared with each other, not with a reference, so characters avoid any dependence on
+    jieba's segmentation.
+    """
     if len(base_outputs) != len(tuned_outputs):
         raise ValueError(f"{len(base_outputs)} base outputs but {len(tuned_outputs)} fine-tuned outputs")
     n = len(base_outputs)
     if n == 0:
         raise ValueError("forgetting needs at least one pair of outputs")
-    similarity = sum(rouge_l(t, b) for b, t in zip(base_outputs, tuned_outputs)) / n
+    similarity = sum(_answer_similarity(t, b) for b, t in zip(base_outputs, tuned_outputs)) / n
     identical = sum(b == t for b, t in zip(base_outputs, tuned_outputs)) / n
     ratios = [len(t) / len(b) for b, t in zip(base_outputs, tuned_outputs) if b]
     length_ratio = sum(ratios) / len(ratios) if ratios else float("nan")
@@ -281,7 +339,3 @@ def forgetting(base_outputs: Sequence[str], tuned_outputs: Sequence[str]) -> For
 def _chars(text: str) -> list[str]:
     """The characters of ``text`` without whitespace."""
     return [ch for ch in text if not ch.isspace()]
-
-
-def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]

@@ -9,8 +9,9 @@ builds each sample's prompt exactly as training did (``glmlab.data.encode_prompt
 generates in left-padded batches, writes one JSON line per sample (its fields plus
 ``prediction``) and prints a score: triple F1 (the original project's mean
 per-sample F1, plus micro P/R/F1) when the references are ``head_relation_tail``
-lines, character ROUGE-L / BLEU-4 when they are lists of questions
-(doc-to-question), or as ``--metric`` says.
+lines, ROUGE-1/2/L and BLEU-4 as THUDM's official ChatGLM evaluation computes them
+(jieba + rouge-chinese, nltk) when they are lists of questions (doc-to-question), or as
+``--metric`` says.
 
 Chat mode (ChatGLM3)::
 
@@ -217,7 +218,9 @@ def predict_samples(
 def score(samples: Sequence[dict], predictions: Sequence[str], metric: str = "auto") -> dict | None:
     """Score predictions against the samples' references.
 
-    ``metric``: ``f1`` (triples), ``rouge`` (character ROUGE-L and BLEU-4), ``none``,
+    ``metric``: ``f1`` (triples), ``rouge`` (ROUGE-1/2/L and BLEU-4 as the official ChatGLM
+    evaluation computes them, in [0, 1]: keys ``rouge-1``, ``rouge-2``, ``rouge-l``, ``bleu-4``,
+    ``n_samples``; see :func:`glmlab.metrics.generation_scores`), ``none``,
     or ``auto``: ``f1`` when every reference is triples, ``rouge`` when references are
     lists of strings (doc-to-question), otherwise nothing. Returns ``None`` when there
     is nothing to score.
