@@ -1,6 +1,7 @@
 """Write glmlab's small synthetic sample data (deterministic: fixed seed, no downloads).
 
     python data/make_samples.py            # writes data/spo_train.jsonl, spo_test.jsonl, chat3_train.jsonl
+                                           # and data/synth/ (small readable samples of glmlab.synth's sets)
 
 * ``spo_{train,test}.jsonl``: car repair records in the style of the original
   ChatGLM-Finetuning triple-extraction task. Each record mentions a few facts;
@@ -10,6 +11,10 @@
   state no fault and have an empty output, as real data does.
 * ``chat3_train.jsonl``: short ChatGLM3 multi-turn conversations
   (``{"conversations": [{"role", "content"}, ...]}``) about the same faults.
+
+* ``synth/*.jsonl``: a few samples of each data set ``glmlab.synth`` writes (the general corpus and
+  its probes, triple extraction, doc-to-question), to read; the notebooks generate the full sets
+  (``python -m glmlab.synth``).
 
 Inputs stay under 60 characters so tiny CPU training runs are quick.
 """
@@ -170,6 +175,11 @@ def main(out_dir: Path = HERE) -> None:
     _write(out_dir / "spo_train.jsonl", train)
     _write(out_dir / "spo_test.jsonl", test)
     _write(out_dir / "chat3_train.jsonl", [make_conversation(rng) for _ in range(10)])
+
+    from glmlab.synth import Sizes, write_all
+
+    write_all(out_dir / "synth", Sizes(n_general=3, n_probe=2, n_spo_train=12, n_spo_test=6, n_d2q_docs=4,
+                                       n_d2q_test=3))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ GLM_TEMPLATE = "[Round 1]\n问：{}\n答："
 GLM2_TEMPLATE = "[Round 1]\n\n问：{}\n\n答："
 # How many tokens at the end of an over-long glm/glm2 source are kept (the "答：" cue).
 _SOURCE_TAIL = {"glm": 3, "glm2": 4, "glm3": 0}
+# encode_file warns when more than this share of a file's sources is cut.
+CUT_WARNING_SHARE = 0.05
 # Positions of max_len that the format reserves besides source and target (the
 # original used 3 for glm/glm2 and 6 for glm3, where the role tokens sit in the target).
 _RESERVED = {"glm": 3, "glm2": 3, "glm3": 6}
@@ -447,6 +449,16 @@ class EncodedFile:
     def supervised_tokens(self) -> int:
         return sum(sum(1 for x in s["labels"] if x != IGNORE_INDEX) for s in self.samples)
 
+    def cut_warning(self) -> str | None:
+        """A warning line when more than :data:`CUT_WARNING_SHARE` of the sources were cut, else ``None``."""
+        if not self.num_read or self.source_truncated <= CUT_WARNING_SHARE * self.num_read:
+            return None
+        longest = max(self.source_lengths)
+        return (f"warning: {self.path}: {self.source_truncated} of {self.num_read} sources "
+                f"({100 * self.source_truncated / self.num_read:.0f}%) are longer than --max_src_len "
+                f"{self.max_src_len} and were cut, losing the end of their input (the longest is {longest} "
+                f"tokens); raise --max_src_len (and --max_len) to keep them whole")
+
     def summary(self) -> str:
         """A one-line account of what was read, kept, cut and skipped."""
         return (
@@ -472,7 +484,9 @@ def encode_file(
     counted in ``skipped``. Samples with an empty output are kept (they still teach
     the model to stop) and counted in ``empty_outputs``. With ``verbose`` prints
     the original's ``the number of skipping data is N`` line, plus a warning when
-    some outputs are empty.
+    some outputs are empty and one when more than :data:`CUT_WARNING_SHARE` of the sources
+    were cut (the cut keeps the instruction and drops the end of the input: often the very
+    text the answer must come from).
     """
     check_lengths(mode, max_len, max_src_len)
     numbered = _read_numbered(path)
@@ -502,6 +516,9 @@ def encode_file(
         print(out.skip_message)
         if out.empty_outputs:
             print(f"the number of samples with an empty output is {out.empty_outputs}")
+        warning = out.cut_warning()
+        if warning:
+            print(warning)
     return out
 
 

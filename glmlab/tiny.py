@@ -52,8 +52,8 @@ GLM_SPECIAL_PIECES = (
 # Command tokens the ChatGLM2/3 tokenizers append after the SentencePiece vocabulary.
 GLM2_COMMANDS = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"]
 GLM3_COMMANDS = GLM2_COMMANDS + ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
-# SentencePiece vocabulary sizes: the unigram trainer cannot find many more pieces in the corpus.
-SP_VOCAB_SIZE = {"glm": 940, "glm2": 1000, "glm3": 1000}
+# SentencePiece vocabulary sizes: enough for the data's words (English ones included) to be single pieces.
+SP_VOCAB_SIZE = {"glm": 2000, "glm2": 2000, "glm3": 2000}
 VOCAB_MULTIPLE = 64
 # Files make_tiny writes (and, with overwrite=True, removes first).
 _CHECKPOINT_FILES = (
@@ -64,18 +64,37 @@ _CHECKPOINT_GLOBS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 
 
 def corpus_lines() -> list[str]:
-    """The sample text the tiny tokenizers are trained on (comment lines dropped)."""
+    """The text the tiny tokenizers are trained on: ``assets/tiny_corpus.txt`` (comment lines dropped)
+    plus a sample of every data set glmlab writes (:func:`glmlab.synth.tokenizer_text`), so that
+    every character of the project's data has a piece."""
+    from glmlab.synth import tokenizer_text
+
     lines = CORPUS.read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("#")]
+    return [line for line in lines if line.strip() and not line.startswith("#")] + tokenizer_text()
+
+
+def _glm_pretokenize(line: str) -> str:
+    """What ChatGLM-6B's tokenizer hands SentencePiece: newlines, tabs and runs of spaces as pieces."""
+    import re
+
+    line = line.replace("\n", "<n>").replace("\t", "<|tab|>")
+    return re.sub(" {2,}", lambda m: f"<|blank_{min(len(m.group(0)), 80)}|>", line)
 
 
 def train_sentencepiece(mode: str) -> bytes:
-    """Train the tiny SentencePiece vocabulary of ``mode`` in memory; returns the serialized model."""
+    """Train the tiny SentencePiece vocabulary of ``mode`` in memory; returns the serialized model.
+
+    Laid out as the official vocabularies are: ChatGLM-6B's tokenizer turns whitespace into
+    special pieces before SentencePiece sees it; ChatGLM2/3's ``tokenizer.model`` keeps newlines and
+    runs of spaces itself (identity normaliser, no whitespace folding, byte fallback: a newline is
+    the byte piece ``<0x0A>``). No normaliser folds full-width punctuation, so every line of the
+    project's data decodes back to itself. Digits are split, one piece each.
+    """
     import sentencepiece as spm
 
+    lines = corpus_lines()
     model = io.BytesIO()
     options = dict(
-        sentence_iterator=iter(corpus_lines()),
         model_writer=model,
         vocab_size=SP_VOCAB_SIZE[mode],
         character_coverage=1.0,
@@ -83,13 +102,18 @@ def train_sentencepiece(mode: str) -> bytes:
         unk_id=0,
         bos_id=1,
         eos_id=2,
+        split_digits=True,
+        max_sentence_length=8192,
         minloglevel=2,
     )
     if mode == "glm":
-        options.update(model_type="unigram", pad_id=3, pad_piece="<pad>", user_defined_symbols=GLM_SPECIAL_PIECES)
+        lines = [_glm_pretokenize(line) for line in lines]
+        options.update(model_type="unigram", pad_id=3, pad_piece="<pad>", user_defined_symbols=GLM_SPECIAL_PIECES,
+                       normalization_rule_name="identity", hard_vocab_limit=False)
     else:
-        options.update(model_type="bpe", pad_id=-1, byte_fallback=True)
-    spm.SentencePieceTrainer.train(**options)
+        options.update(model_type="bpe", pad_id=-1, byte_fallback=True, normalization_rule_name="identity",
+                       remove_extra_whitespaces=False, allow_whitespace_only_pieces=True)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), **options)
     return model.getvalue()
 
 

@@ -322,3 +322,17 @@ def test_reference_lists_only_in_test_files(tmp_path):
     path.write_text(json.dumps({**sample, "output": ["ok", 3]}, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"d2q_test.jsonl:1: field 'output' must be a string or a non-empty list of strings"):
         read_samples(path, references=True)
+
+
+def test_cut_warning_counts_cut_sources(tokenizers, capsys):
+    """More than 5% of sources cut: one warning line with the count, the share and the longest source."""
+    path = DATA / "spo_train.jsonl"
+    cut = encode_file(path, tokenizers["glm2"], "glm2", max_len=64, max_src_len=32)
+    out = capsys.readouterr().out
+    assert cut.source_truncated > 0.05 * cut.num_read
+    (line,) = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert f"{cut.source_truncated} of {cut.num_read} sources" in line and "--max_src_len 32" in line
+    assert f"the longest is {max(cut.source_lengths)} tokens" in line
+    whole = encode_file(path, tokenizers["glm2"], "glm2", max_len=512, max_src_len=400)
+    assert whole.source_truncated == 0 and whole.cut_warning() is None
+    assert "warning:" not in capsys.readouterr().out

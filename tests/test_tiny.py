@@ -96,13 +96,13 @@ def test_deterministic_for_a_seed(tmp_path, tiny_folders):
 def test_sizes_are_honoured(tmp_path):
     folder = make_tiny(
         "glm2", tmp_path / "t", hidden_size=96, num_layers=3, num_attention_heads=6,
-        ffn_hidden_size=200, multi_query_group_num=3, kv_channels=8, vocab_size=1100,
+        ffn_hidden_size=200, multi_query_group_num=3, kv_channels=8, vocab_size=2100,
     )  # fmt: skip
     model = glmlab.load_model(folder)
     c = model.config
     assert (c.hidden_size, c.num_layers, c.num_attention_heads, c.ffn_hidden_size) == (96, 3, 6, 200)
-    assert (c.multi_query_group_num, c.kv_channels, c.padded_vocab_size) == (3, 8, 1100)
-    assert model.transformer.embedding.word_embeddings.weight.shape == (1100, 96)
+    assert (c.multi_query_group_num, c.kv_channels, c.padded_vocab_size) == (3, 8, 2100)
+    assert model.transformer.embedding.word_embeddings.weight.shape == (2100, 96)
 
 
 @pytest.mark.parametrize(

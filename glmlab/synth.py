@@ -1,0 +1,485 @@
+"""Synthetic data a small model can really learn: a general corpus, and the two fine-tuning tasks.
+
+    python -m glmlab.synth --output_dir data/synth            # every file, default sizes
+    python -m glmlab.synth --output_dir /tmp/s --n_spo_train 3000 --seed 1
+
+Everything is generated here, deterministically from ``--seed``, in the original project's
+sample format (``{"instruction", "input", "output"}``), in Chinese, around one small world: car
+repair (parts, faults, the systems parts belong to, the tools that test them).
+
+* **The general corpus** (``general_train.jsonl``) and its **probes** (``general_probe.jsonl``):
+  seven skills whose answers are checked by exact match, so that "what the base model knows" and
+  "what fine-tuning made it forget" are numbers. Probes are held out: items the corpus does not
+  hold (new sequences and programs, or a known fact -- a sum, a part's system or tool, a word's
+  English -- asked in a question form the corpus never pairs with that fact). Each probe carries its ``skill``.
+
+  ========== ============================================================ ==============================
+  skill      example                                                      held out in the probes
+  ========== ============================================================ ==============================
+  copy       复述: 水泵、异响、压力表 -> 水泵、异响、压力表 (or 1-3 sentences) new sequences and sentences
+  reverse    倒序: 水泵、异响、压力表 -> 压力表、异响、水泵                  new sequences
+  sort       排序: 7 3 9 1 -> 1 3 7 9                                      new lists
+  arithmetic 3加5等于几？ -> 8                                              a fact asked in a form never paired with it
+  knowledge  发动机属于哪个系统？ -> 动力系统                                a fact asked in a form never paired with it
+  translate  “水泵”的英文是什么？ -> water pump                             a word asked in a form never paired with it
+  code       a = 3 / b = 7 -> {'a': 3, 'b': 7}                             new programs
+  ========== ============================================================ ==============================
+
+  The corpus holds none of the fine-tuning tasks: no triple extraction, no question writing.
+  A base model trained on it knows the words and the world, not the tasks.
+
+* **Triple extraction** (``spo_train.jsonl`` / ``spo_test.jsonl``): repair records in the
+  original format (``head_关系_tail``, one per line, in the order the facts appear; relations
+  部件故障, 性能故障, 组成, 检测工具). The test split measures generalisation: every test record
+  holds at least one (part, fault) or (item, problem) pair that no training record holds, and
+  one sentence template (:data:`HELD_OUT_TEMPLATE`) appears in test records only.
+* **Doc-to-question** (``d2q_train.jsonl`` / ``d2q_test.jsonl``): a short document about one
+  part; the answer is one question it answers. Training has one sample per (document, question);
+  a test sample's ``output`` is the list of every reference question of its document.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# ============================================================================ the world
+# part -> (its system, faults it can have, the tool that tests it, English name)
+PARTS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
+    "发动机": ("动力系统", ("漏油", "异响", "抖动", "过热", "熄火"), "诊断仪", "engine"),
+    "火花塞": ("点火系统", ("积碳", "烧蚀", "不点火", "漏电"), "万用表", "spark plug"),
+    "点火线圈": ("点火系统", ("断路", "漏电", "过热"), "万用表", "ignition coil"),
+    "水泵": ("冷却系统", ("漏水", "异响", "卡死"), "压力表", "water pump"),
+    "节温器": ("冷却系统", ("卡滞", "失灵", "漏水"), "温度计", "thermostat"),
+    "冷却风扇": ("冷却系统", ("不转", "异响", "转速过低"), "万用表", "cooling fan"),
+    "散热器": ("冷却系统", ("漏水", "堵塞", "变形"), "压力表", "radiator"),
+    "燃油泵": ("供油系统", ("不供油", "异响", "压力不足"), "油压表", "fuel pump"),
+    "喷油嘴": ("供油系统", ("堵塞", "漏油", "雾化不良"), "油压表", "injector"),
+    "节气门": ("进气系统", ("过脏", "卡滞", "积碳"), "诊断仪", "throttle"),
+    "空气滤清器": ("进气系统", ("堵塞", "破损"), "目测", "air filter"),
+    "氧传感器": ("排气系统", ("损坏", "信号异常", "中毒"), "诊断仪", "oxygen sensor"),
+    "三元催化器": ("排气系统", ("堵塞", "老化", "异响"), "背压表", "catalytic converter"),
+    "蓄电池": ("电气系统", ("亏电", "鼓包", "漏液"), "万用表", "battery"),
+    "发电机": ("电气系统", ("不发电", "异响", "皮带打滑"), "万用表", "alternator"),
+    "起动机": ("电气系统", ("不转", "异响", "无力"), "万用表", "starter"),
+    "大灯": ("电气系统", ("不亮", "闪烁", "发暗"), "万用表", "headlight"),
+    "压缩机": ("空调系统", ("不工作", "卡死", "异响", "漏油"), "压力表", "compressor"),
+    "冷凝器": ("空调系统", ("堵塞", "漏气", "变形"), "检漏仪", "condenser"),
+    "刹车片": ("制动系统", ("磨损", "异响", "过热"), "卡尺", "brake pad"),
+    "刹车盘": ("制动系统", ("磨损", "变形", "过热"), "卡尺", "brake disc"),
+    "变速箱": ("传动系统", ("漏油", "异响", "换挡冲击", "过热"), "诊断仪", "gearbox"),
+    "离合器": ("传动系统", ("打滑", "异响", "分离不彻底"), "目测", "clutch"),
+    "减震器": ("悬挂系统", ("漏油", "异响", "失效"), "目测", "shock absorber"),
+    "转向机": ("转向系统", ("漏油", "异响", "卡滞"), "压力表", "steering gear"),
+}
+# performance item -> what can be wrong with it
+PERFORMANCE: dict[str, tuple[str, ...]] = {
+    "怠速": ("不稳", "过高", "过低", "抖动"),
+    "油耗": ("偏高", "过高", "异常"),
+    "水温": ("过高", "偏高", "波动"),
+    "加速": ("无力", "迟缓", "顿挫"),
+    "制动": ("跑偏", "距离过长", "发软"),
+    "空调制冷": ("不足", "效果差", "时好时坏"),
+    "方向盘": ("抖动", "跑偏", "沉重"),
+    "启动": ("困难", "缓慢", "无反应"),
+}
+# Chinese -> English, for the translation skill (every part, fault and problem word).
+ENGLISH: dict[str, str] = {name: eng for name, (_, _, _, eng) in PARTS.items()}
+ENGLISH.update({
+    "漏油": "oil leak", "异响": "noise", "抖动": "shaking", "过热": "overheating", "熄火": "stalling",
+    "积碳": "carbon", "烧蚀": "erosion", "不点火": "no spark", "漏电": "current leak", "断路": "open circuit",
+    "漏水": "water leak", "卡死": "seized", "卡滞": "sticking", "失灵": "failure", "不转": "not turning",
+    "转速过低": "low speed", "堵塞": "clogged", "变形": "warped", "不供油": "no fuel", "压力不足": "low pressure",
+    "雾化不良": "poor spray", "过脏": "dirty", "破损": "broken", "损坏": "damaged", "信号异常": "bad signal",
+    "中毒": "poisoned", "老化": "aged", "亏电": "flat", "鼓包": "swollen", "漏液": "leaking fluid",
+    "不发电": "no charge", "皮带打滑": "belt slip", "无力": "weak", "不亮": "not lit", "闪烁": "flickering",
+    "发暗": "dim", "不工作": "not working", "漏气": "gas leak", "磨损": "worn", "换挡冲击": "shift shock",
+    "打滑": "slipping", "分离不彻底": "drag", "失效": "failed",
+})
+SYSTEMS = sorted({system for system, _, _, _ in PARTS.values()})
+TOOLS = sorted({tool for _, _, tool, _ in PARTS.values()})
+DIGITS = "0123456789"
+VARIABLES = "abcdexyz"
+
+
+# ============================================================================ samples
+@dataclass(frozen=True)
+class Skill:
+    """One general skill: its instruction and a generator of ``(input, output)`` pairs."""
+
+    name: str
+    instruction: str
+    make: Callable[[random.Random], tuple[str, str]]
+
+
+def _words(rng: random.Random, low: int, high: int) -> list[str]:
+    pool = sorted(PARTS) + sorted({f for _, faults, _, _ in PARTS.values() for f in faults}) + TOOLS
+    return rng.sample(pool, rng.randint(low, high))
+
+
+def _world_sentences(rng: random.Random) -> str:
+    """One to three sentences about the car-repair world, in the words records and documents use.
+
+    Only the (part, fault) and (item, problem) pairs of the triple-extraction *training* split occur,
+    and never the held-out sentence form, so copying them teaches nothing about the test records.
+    """
+    pairs, _, perf, _ = spo_split()
+    sentences = []
+    for _ in range(rng.randint(1, 3)):
+        part, fault = rng.choice(pairs)
+        item, bad = rng.choice(perf)
+        system, _, tool, _ = PARTS[part]
+        kind = rng.choice(("part", "perf", "whole", "tool", "doc"))
+        if kind == "doc":
+            topic = rng.choice(sorted(_DOC_SENTENCES))
+            values = {"p": part, "s": system, "t": tool, "f1": fault, "f2": rng.choice(PARTS[part][1]), "perf": item,
+                      "bad": bad}
+            sentences.append(rng.choice(_DOC_SENTENCES[topic]).format(**values))
+            continue
+        template = {"part": PART_TEMPLATES, "perf": PERF_TEMPLATES, "whole": WHOLE_TEMPLATES, "tool": TOOL_TEMPLATES}[kind]
+        text = rng.choice(template).format(part=part, fault=fault, item=item, bad=bad, whole=system, tool=tool)
+        sentences.append(rng.choice(OPENINGS) + text + "。")
+    return "".join(sentences)
+
+
+def _copy(rng: random.Random) -> tuple[str, str]:
+    text = "、".join(_words(rng, 2, 5)) if rng.random() < 0.4 else _world_sentences(rng)
+    return text, text
+
+
+def _reverse(rng: random.Random) -> tuple[str, str]:
+    words = _words(rng, 2, 4)
+    return "、".join(words), "、".join(reversed(words))
+
+
+def _sort(rng: random.Random) -> tuple[str, str]:
+    numbers = [rng.choice(DIGITS) for _ in range(rng.randint(3, 6))]
+    return " ".join(numbers), " ".join(sorted(numbers))
+
+
+# Arithmetic: every sum and difference of two digits, asked in three forms; each fact is held
+# out in one of them (as the knowledge facts are).
+ARITHMETIC_FORMS = ("{a}{op}{b}=", "{a}{word}{b}等于几？", "{a}{word}{b}的结果是多少？")
+
+
+def arithmetic_items() -> list[tuple[bool, str, str]]:
+    """Every ``(held_out, question, answer)`` of the arithmetic skill."""
+    items = []
+    for a in range(10):
+        for b in range(10):
+            for op, word, value in (("+", "加", a + b), ("-", "减", a - b)):
+                if value < 0:
+                    continue
+                held = (a * 7 + b * 3 + (op == "-")) % len(ARITHMETIC_FORMS)
+                for i, form in enumerate(ARITHMETIC_FORMS):
+                    items.append((i == held, form.format(a=a, b=b, op=op, word=word), str(value)))
+    return items
+
+
+# Knowledge: four question forms per relation; each fact is held out in one of them.
+KNOWLEDGE_FORMS = {
+    "system": ("{p}属于哪个系统？", "{p}是哪个系统的部件？", "哪个系统包含{p}？", "说出{p}所在的系统。"),
+    "tool": ("检测{p}用什么工具？", "{p}用什么工具检测？", "哪种工具可以检测{p}？", "说出检测{p}的工具。"),
+}
+
+
+def knowledge_items() -> list[tuple[bool, str, str]]:
+    """Every ``(held_out, question, answer)`` of the knowledge skill: each fact (part, relation) is
+    asked in four forms, and held out in one of them, a fixed function of the part and relation."""
+    items = []
+    for part, (system, _, tool, _) in PARTS.items():
+        for relation, answer in (("system", system), ("tool", tool)):
+            held = sum(map(ord, part + relation)) % len(KNOWLEDGE_FORMS[relation])
+            for i, form in enumerate(KNOWLEDGE_FORMS[relation]):
+                items.append((i == held, form.format(p=part), answer))
+    return items
+
+
+# Translation: every word of the bilingual list, asked in three forms; each held out in one of them.
+TRANSLATE_FORMS = ("把“{w}”翻译成英文。", "“{w}”的英文是什么？", "“{w}”用英语怎么说？")
+
+
+def translate_items() -> list[tuple[bool, str, str]]:
+    """Every ``(held_out, question, answer)`` of the translation skill."""
+    items = []
+    for word, english in sorted(ENGLISH.items()):
+        held = sum(map(ord, word)) % len(TRANSLATE_FORMS)
+        items += [(i == held, form.format(w=word), english) for i, form in enumerate(TRANSLATE_FORMS)]
+    return items
+
+
+def _code(rng: random.Random) -> tuple[str, str]:
+    """Assignments, one per line, rewritten as the Python dict they build."""
+    names = rng.sample(VARIABLES, rng.randint(2, 6))
+    values = {n: int(rng.choice(DIGITS)) for n in names}
+    return "\n".join(f"{n} = {v}" for n, v in values.items()), repr(values)
+
+
+SKILL_INSTRUCTIONS = {
+    "copy": "请原样复述下面的内容：",
+    "reverse": "把下面的词语倒序排列：",
+    "sort": "把下面的数字从小到大排序：",
+    "arithmetic": "",
+    "knowledge": "",
+    "translate": "",
+    "code": "把下面的赋值写成一个 Python 字典：\n",
+}
+SKILLS = tuple(SKILL_INSTRUCTIONS)
+
+
+def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """The general corpus and its held-out probes: ``(train, probes)``, samples with a ``skill`` field.
+
+    ``n_per_skill`` training samples per skill (the knowledge skill cycles through its facts),
+    ``n_probe`` probes per skill, none of which the corpus holds.
+    """
+    rng = random.Random(seed)
+    train: list[dict] = []
+    probes: list[dict] = []
+
+    def sample(skill: str, text: str, answer: str) -> dict:
+        return {"instruction": SKILL_INSTRUCTIONS[skill], "input": text, "output": answer, "skill": skill}
+
+    # Sequence skills: probes first, then training items that are not probes.
+    makers = {"copy": _copy, "reverse": _reverse, "sort": _sort, "code": _code}
+    for skill, make in makers.items():
+        held: set[str] = set()
+        while len(held) < n_probe:
+            text, answer = make(rng)
+            if text not in held:
+                held.add(text)
+                probes.append(sample(skill, text, answer))
+        count = 0
+        while count < n_per_skill:
+            text, answer = make(rng)
+            if text not in held:
+                train.append(sample(skill, text, answer))
+                count += 1
+
+    # Arithmetic, knowledge and translation: every fact in all but one of its question forms; that one
+    # is a probe.
+    facts = (("arithmetic", arithmetic_items()), ("knowledge", knowledge_items()), ("translate", translate_items()))
+    for skill, items in facts:
+        known = [(q, a) for held, q, a in items if not held]
+        asked = [(q, a) for held, q, a in items if held]
+        probes += [sample(skill, q, a) for q, a in rng.sample(asked, min(n_probe, len(asked)))]
+        train += [sample(skill, *known[i % len(known)]) for i in range(n_per_skill)]
+
+    rng.shuffle(train)
+    return train, probes
+
+
+# ============================================================================ triple extraction
+SPO_INSTRUCTION = (
+    '请从下面的汽车维修记录中抽取三元组，关系包括"部件故障"、"性能故障"、"组成"和"检测工具"，'
+    '三元组写作"头实体_关系_尾实体"，每行一个。记录：'
+)
+# How a record says each kind of fact: {part} {fault} {whole} {tool} {item} {bad}.
+PART_TEMPLATES = ("{part}{fault}", "{part}出现{fault}", "{part}有{fault}的问题", "发现{part}{fault}")
+PERF_TEMPLATES = ("{item}{bad}", "{item}明显{bad}", "{item}有些{bad}")
+WHOLE_TEMPLATES = ("{whole}的{part}{fault}", "{whole}中的{part}出现{fault}")
+TOOL_TEMPLATES = ("用{tool}检测{part}，{part}{fault}", "用{tool}测量{part}，发现{part}{fault}")
+# Seen only in test records: a form of the part fault the model never saw in training.
+HELD_OUT_TEMPLATE = "{part}存在{fault}现象"
+OPENINGS = ("客户反映", "故障现象：", "接车后发现", "车主称", "试车时", "据司机描述，")
+CHECKS = ("经检查", "拆检发现", "进一步检查", "随后发现", "同时")
+QUIET = (
+    "车辆进站做常规保养，更换机油和机滤。",
+    "客户要求检查轮胎气压，检查后一切正常。",
+    "例行保养，检查各部位均无异常。",
+    "更换雨刮片，试车正常，交车。",
+    "车辆首保，检查灯光和底盘，未见异常。",
+)
+
+
+def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple[str, str]],
+              held_template: bool) -> tuple[str, list[str]]:
+    """One clause of a record and the triples it states, drawing (part, fault) pairs from ``pairs``."""
+    kind = rng.choice(("part", "part", "perf", "whole", "tool"))
+    if kind == "perf":
+        item, bad = rng.choice(perf)
+        return rng.choice(PERF_TEMPLATES).format(item=item, bad=bad), [f"{item}_性能故障_{bad}"]
+    part, fault = rng.choice(pairs)
+    whole, _, tool, _ = PARTS[part]
+    if held_template:
+        return HELD_OUT_TEMPLATE.format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
+    if kind == "whole":
+        text = rng.choice(WHOLE_TEMPLATES).format(whole=whole, part=part, fault=fault)
+        return text, [f"{part}_组成_{whole}", f"{part}_部件故障_{fault}"]
+    if kind == "tool":
+        text = rng.choice(TOOL_TEMPLATES).format(tool=tool, part=part, fault=fault)
+        return text, [f"{part}_检测工具_{tool}", f"{part}_部件故障_{fault}"]
+    return rng.choice(PART_TEMPLATES).format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
+
+
+def _spo_record(rng: random.Random, pairs, perf, *, held_template: float = 0.0, quiet: float = 0.0) -> dict:
+    if rng.random() < quiet:
+        return {"instruction": SPO_INSTRUCTION, "input": rng.choice(QUIET), "output": ""}
+    clauses, triples = [], []
+    for i in range(rng.choice((1, 2, 2, 3))):
+        text, spo = _spo_fact(rng, pairs, perf, rng.random() < held_template)
+        if any(t in triples for t in spo):
+            continue
+        clauses.append((rng.choice(OPENINGS) if i == 0 else rng.choice(CHECKS)) + text)
+        triples += spo
+    return {"instruction": SPO_INSTRUCTION, "input": "，".join(clauses) + "。", "output": "\n".join(triples)}
+
+
+def spo_split(seed: int = 0, test_share: float = 0.2) -> tuple[list, list, list, list]:
+    """(train part/fault pairs, test-only pairs, train item/problem pairs, test-only ones)."""
+    rng = random.Random(seed)
+    pairs = sorted((p, f) for p in PARTS for f in PARTS[p][1])
+    perf = sorted((i, b) for i in PERFORMANCE for b in PERFORMANCE[i])
+    rng.shuffle(pairs)
+    rng.shuffle(perf)
+    k, j = int(len(pairs) * test_share), int(len(perf) * test_share)
+    return pairs[k:], pairs[:k], perf[j:], perf[:j]
+
+
+def spo_data(n_train: int = 2000, n_test: int = 60, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Triple-extraction records: ``(train, test)``; every test record needs generalisation.
+
+    A test record mixes test-only and training pairs and holds at least one test-only pair or the
+    held-out sentence template; it is never a training record's text.
+    """
+    train_pairs, test_pairs, train_perf, test_perf = spo_split(seed)
+    rng = random.Random(seed + 1)
+    train = [_spo_record(rng, train_pairs, train_perf, quiet=0.05) for _ in range(n_train)]
+    seen = {r["input"] for r in train}
+    test: list[dict] = []
+    new = {t for p, f in test_pairs for t in (f"{p}_部件故障_{f}",)} | {f"{i}_性能故障_{b}" for i, b in test_perf}
+    while len(test) < n_test:
+        record = _spo_record(rng, train_pairs + test_pairs, train_perf + test_perf, held_template=0.25)
+        novel = any(t in new for t in record["output"].split("\n")) or "存在" in record["input"]
+        if novel and record["input"] not in seen:
+            seen.add(record["input"])
+            test.append(record)
+    return train, test
+
+
+# ============================================================================ doc-to-question
+D2Q_INSTRUCTION = "根据下面的文档，提出一个文档能回答的问题。文档："
+_DOC_SENTENCES = {
+    "system": ("{p}是{s}的重要部件。", "{p}属于{s}。"),
+    "faults": ("{p}常见的故障有{f1}和{f2}。", "{p}容易出现{f1}，也可能{f2}。"),
+    "tool": ("维修时一般用{t}检测{p}。", "检测{p}通常需要{t}。"),
+    "symptom": ("{p}{f1}时，车辆可能出现{perf}{bad}。", "如果{p}{f1}，常会导致{perf}{bad}。"),
+}
+_QUESTIONS = {
+    "system": "{p}属于哪个系统？",
+    "faults": "{p}常见的故障有哪些？",
+    "tool": "用什么工具检测{p}？",
+    "symptom": "{p}{f1}会导致什么问题？",
+}
+
+
+def d2q_data(n_train_docs: int = 300, n_test_docs: int = 30, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Doc-to-question samples: ``(train, test)``. A training document gives one sample per question;
+    a test document gives one sample whose ``output`` lists every reference question."""
+    rng = random.Random(seed + 2)
+
+    def document() -> tuple[str, list[str]]:
+        part = rng.choice(sorted(PARTS))
+        system, faults, tool, _ = PARTS[part]
+        f1, f2 = rng.sample(faults, 2)
+        perf = rng.choice(sorted(PERFORMANCE))
+        values = {"p": part, "s": system, "t": tool, "f1": f1, "f2": f2, "perf": perf, "bad": rng.choice(PERFORMANCE[perf])}
+        topics = rng.sample(sorted(_DOC_SENTENCES), rng.randint(2, 4))
+        text = "".join(rng.choice(_DOC_SENTENCES[t]).format(**values) for t in topics)
+        return text, [_QUESTIONS[t].format(**values) for t in topics]
+
+    train, test, seen = [], [], set()
+    while len(seen) < n_train_docs:
+        text, questions = document()
+        if text not in seen:
+            seen.add(text)
+            train += [{"instruction": D2Q_INSTRUCTION, "input": text, "output": q} for q in questions]
+    while len(test) < n_test_docs:
+        text, questions = document()
+        if text not in seen:
+            seen.add(text)
+            test.append({"instruction": D2Q_INSTRUCTION, "input": text, "output": questions})
+    rng.shuffle(train)
+    return train, test
+
+
+# ============================================================================ files
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each file :func:`write_all` writes (the defaults are what the notebooks use)."""
+
+    n_general: int = 1500  # per skill
+    n_probe: int = 40  # per skill
+    n_spo_train: int = 2000
+    n_spo_test: int = 60
+    n_d2q_docs: int = 300
+    n_d2q_test: int = 30
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, Path]:
+    """Write every data set into ``output_dir``; returns name -> path."""
+    out = Path(output_dir)
+    general, probes = general_corpus(sizes.n_general, sizes.n_probe, seed)
+    spo_train, spo_test = spo_data(sizes.n_spo_train, sizes.n_spo_test, seed)
+    d2q_train, d2q_test = d2q_data(sizes.n_d2q_docs, sizes.n_d2q_test, seed)
+    files = {"general_train": general, "general_probe": probes, "spo_train": spo_train, "spo_test": spo_test,
+             "d2q_train": d2q_train, "d2q_test": d2q_test}
+    paths = {}
+    for name, rows in files.items():
+        paths[name] = out / f"{name}.jsonl"
+        write_jsonl(paths[name], rows)
+    return paths
+
+
+def tokenizer_text(seed: int = 0) -> list[str]:
+    """Text the tiny SentencePiece vocabularies are trained on, besides ``assets/tiny_corpus.txt``:
+    a sample of every generated file, so that every character of the project's data (``_``, digits,
+    Latin letters, newlines and spaces included) has a piece."""
+    general, probes = general_corpus(300, 10, seed)
+    spo_train, spo_test = spo_data(300, 10, seed)
+    d2q_train, d2q_test = d2q_data(60, 5, seed)
+    import string
+
+    lines = [string.ascii_letters, string.digits, string.punctuation]  # every printable ASCII character
+    for row in general + probes + spo_train + spo_test + d2q_train + d2q_test:
+        output = row["output"] if isinstance(row["output"], str) else "".join(row["output"])
+        lines.append(row["instruction"] + row["input"] + output)
+    for name in ("spo_train", "spo_test", "chat3_train"):  # the readable samples in data/
+        path = Path(__file__).resolve().parent.parent / "data" / f"{name}.jsonl"
+        if path.is_file():
+            lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from glmlab.args import OneLineParser
+
+    parser = OneLineParser(prog="python -m glmlab.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", required=True, help="folder to write the .jsonl files into")
+    parser.add_argument("--seed", type=int, default=0, help="everything is a function of this seed")
+    defaults = Sizes()
+    for name in Sizes.__dataclass_fields__:
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
+    args = vars(parser.parse_args(argv))
+    output_dir, seed = args.pop("output_dir"), args.pop("seed")
+    bad = [name for name, value in args.items() if value < 1]
+    if bad:
+        parser.error(f"--{bad[0]} must be at least 1")
+    for name, path in write_all(output_dir, Sizes(**args), seed).items():
+        print(f"{path}: {sum(1 for _ in path.open(encoding='utf-8'))} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
