@@ -20,9 +20,9 @@ repair (parts, faults, the systems parts belong to, the tools that test them).
   reverse    倒序: 水泵、异响、压力表 -> 压力表、异响、水泵                  new sequences
   sort       排序: 7 3 9 1 -> 1 3 7 9                                      new lists
   arithmetic 3加5等于几？ -> 8                                              a fact asked in a form never paired with it
-  knowledge  发动机属于哪个系统？ -> 动力系统                                a fact asked in a form never paired with it
+  knowledge  发动机属于哪个系统？ -> 动力系统; 水泵漏水属于哪类故障？ -> 部件故障  a fact asked in a form never paired with it
   translate  “水泵”的英文是什么？ -> water pump                             a word asked in a form never paired with it
-  code       a = 3 / b = 7 -> {'a': 3, 'b': 7}                             new programs
+  code       oil_temp = 3 / rpm = 7 -> {'oil_temp': 3, 'rpm': 7}, or back      new programs
   ========== ============================================================ ==============================
 
   The corpus holds none of the fine-tuning tasks: no triple extraction, no question writing.
@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,18 +102,10 @@ ENGLISH.update({
 SYSTEMS = sorted({system for system, _, _, _ in PARTS.values()})
 TOOLS = sorted({tool for _, _, tool, _ in PARTS.values()})
 DIGITS = "0123456789"
-VARIABLES = "abcdexyz"
+VARIABLES = ("a", "b", "x", "y", "n", "rpm", "volt", "oil_temp", "fan_speed", "fault_code", "part_id", "max_rpm")
 
 
 # ============================================================================ samples
-@dataclass(frozen=True)
-class Skill:
-    """One general skill: its instruction and a generator of ``(input, output)`` pairs."""
-
-    name: str
-    instruction: str
-    make: Callable[[random.Random], tuple[str, str]]
-
 
 def _words(rng: random.Random, low: int, high: int) -> list[str]:
     pool = sorted(PARTS) + sorted({f for _, faults, _, _ in PARTS.values() for f in faults}) + TOOLS
@@ -184,18 +175,30 @@ def arithmetic_items() -> list[tuple[bool, str, str]]:
 KNOWLEDGE_FORMS = {
     "system": ("{p}属于哪个系统？", "{p}是哪个系统的部件？", "哪个系统包含{p}？", "说出{p}所在的系统。"),
     "tool": ("检测{p}用什么工具？", "{p}用什么工具检测？", "哪种工具可以检测{p}？", "说出检测{p}的工具。"),
+    # what kind of fault a part's or an item's problem is
+    "kind": ("{p}属于哪类故障？", "{p}是哪一类故障？", "{p}算什么故障？"),
+    # how two things of the world are related: a part to its system, a tool to a part
+    "relation": ("{p}是什么关系？", "{p}之间是什么关系？", "说出{p}的关系。"),
 }
 
 
 def knowledge_items() -> list[tuple[bool, str, str]]:
-    """Every ``(held_out, question, answer)`` of the knowledge skill: each fact (part, relation) is
-    asked in four forms, and held out in one of them, a fixed function of the part and relation."""
-    items = []
+    """Every ``(held_out, question, answer)`` of the knowledge skill. Each fact -- a part's system or
+    tool, the kind of a fault, how two things relate -- is asked in three or four forms and held out
+    in one of them, a fixed function of the fact. Faults are only those of the triple-extraction
+    training split, so no test-only (part, fault) pair occurs in the corpus."""
+    pairs, _, perf, _ = spo_split()
+    facts = []
     for part, (system, _, tool, _) in PARTS.items():
-        for relation, answer in (("system", system), ("tool", tool)):
-            held = sum(map(ord, part + relation)) % len(KNOWLEDGE_FORMS[relation])
-            for i, form in enumerate(KNOWLEDGE_FORMS[relation]):
-                items.append((i == held, form.format(p=part), answer))
+        facts += [("system", part, system), ("tool", part, tool),
+                  ("relation", f"{part}和{system}", "组成"), ("relation", f"{tool}和{part}", "检测工具")]
+    facts += [("kind", part + fault, "部件故障") for part, fault in pairs]
+    facts += [("kind", item + bad, "性能故障") for item, bad in perf]
+    items = []
+    for relation, subject, answer in facts:
+        forms = KNOWLEDGE_FORMS[relation]
+        held = sum(map(ord, subject + relation)) % len(forms)
+        items += [(i == held, form.format(p=subject), answer) for i, form in enumerate(forms)]
     return items
 
 
@@ -213,10 +216,13 @@ def translate_items() -> list[tuple[bool, str, str]]:
 
 
 def _code(rng: random.Random) -> tuple[str, str]:
-    """Assignments, one per line, rewritten as the Python dict they build."""
-    names = rng.sample(VARIABLES, rng.randint(2, 6))
+    """Assignments, one per line, written as the Python dict they build, or the other way round."""
+    names = rng.sample(VARIABLES, rng.randint(2, 5))
     values = {n: int(rng.choice(DIGITS)) for n in names}
-    return "\n".join(f"{n} = {v}" for n, v in values.items()), repr(values)
+    lines = "\n".join(f"{n} = {v}" for n, v in values.items())
+    if rng.random() < 0.5:
+        return "把下面的赋值写成一个 Python 字典：\n" + lines, repr(values)
+    return "把下面的字典写成赋值语句，每行一个：\n" + repr(values), lines
 
 
 SKILL_INSTRUCTIONS = {
@@ -226,7 +232,7 @@ SKILL_INSTRUCTIONS = {
     "arithmetic": "",
     "knowledge": "",
     "translate": "",
-    "code": "把下面的赋值写成一个 Python 字典：\n",
+    "code": "",
 }
 SKILLS = tuple(SKILL_INSTRUCTIONS)
 
@@ -267,7 +273,8 @@ def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0) ->
         known = [(q, a) for held, q, a in items if not held]
         asked = [(q, a) for held, q, a in items if held]
         probes += [sample(skill, q, a) for q, a in rng.sample(asked, min(n_probe, len(asked)))]
-        train += [sample(skill, *known[i % len(known)]) for i in range(n_per_skill)]
+        count = n_per_skill * (2 if skill == "knowledge" else 1)  # the largest set of facts
+        train += [sample(skill, *known[i % len(known)]) for i in range(count)]
 
     rng.shuffle(train)
     return train, probes
@@ -440,6 +447,20 @@ def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> 
         paths[name] = out / f"{name}.jsonl"
         write_jsonl(paths[name], rows)
     return paths
+
+
+RELATIONS = ("部件故障", "性能故障", "组成", "检测工具")
+
+
+def world_words() -> list[str]:
+    """Every word of the car-repair world (parts, faults, systems, tools, performance items and
+    problems, the four relations), longest first. The tiny vocabularies never merge across a word's
+    edge, as a real tokenizer trained on broad text does not: a piece such as "节气门积碳" would hide
+    from a small model the very span it has to copy."""
+    words = set(PARTS) | set(SYSTEMS) | set(TOOLS) | set(PERFORMANCE) | set(RELATIONS)
+    words |= {f for _, faults, _, _ in PARTS.values() for f in faults}
+    words |= {b for problems in PERFORMANCE.values() for b in problems}
+    return sorted(words, key=lambda w: (-len(w), w))
 
 
 def tokenizer_text(seed: int = 0) -> list[str]:

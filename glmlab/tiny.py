@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import json
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ GLM3_COMMANDS = GLM2_COMMANDS + ["<|system|>", "<|user|>", "<|assistant|>", "<|o
 # SentencePiece vocabulary sizes: enough for the data's words (English ones included) to be single pieces.
 SP_VOCAB_SIZE = {"glm": 2000, "glm2": 2000, "glm3": 2000}
 VOCAB_MULTIPLE = 64
+# Marks the edges of world words in the text the tokenizers are trained on (never in the data).
+WORD_EDGE = "\u241f"
 # Files make_tiny writes (and, with overwrite=True, removes first).
 _CHECKPOINT_FILES = (
     "config.json", "tokenizer_config.json", "ice_text.model", "tokenizer.model",
@@ -88,7 +91,10 @@ def train_sentencepiece(mode: str) -> bytes:
     special pieces before SentencePiece sees it; ChatGLM2/3's ``tokenizer.model`` keeps newlines and
     runs of spaces itself (identity normaliser, no whitespace folding, byte fallback: a newline is
     the byte piece ``<0x0A>``). No normaliser folds full-width punctuation, so every line of the
-    project's data decodes back to itself. Digits are split, one piece each.
+    project's data decodes back to itself. Digits are split, one piece each, and every word of the
+    car-repair world is one piece (:func:`glmlab.synth.world_words`), so no piece crosses a word's edge
+    ("节气门积碳" is always 节气门 + 积碳): ChatGLM-6B's vocabulary holds them as user-defined pieces after
+    its special ones; the BPE trainer of ChatGLM2/3 sees every occurrence fenced off.
     """
     import sentencepiece as spm
 
@@ -106,12 +112,18 @@ def train_sentencepiece(mode: str) -> bytes:
         max_sentence_length=8192,
         minloglevel=2,
     )
-    if mode == "glm":
+    from glmlab.synth import world_words
+
+    if mode == "glm":  # world words join the special pieces as user-defined ones (after them, as in ice_text)
         lines = [_glm_pretokenize(line) for line in lines]
-        options.update(model_type="unigram", pad_id=3, pad_piece="<pad>", user_defined_symbols=GLM_SPECIAL_PIECES,
+        options.update(model_type="unigram", pad_id=3, pad_piece="<pad>",
+                       user_defined_symbols=GLM_SPECIAL_PIECES + world_words(),
                        normalization_rule_name="identity", hard_vocab_limit=False)
-    else:
+    else:  # no BPE merge may cross the edge of a world word: the trainer sees each occurrence fenced off
+        fence = re.compile("|".join(map(re.escape, world_words())))
+        lines = [fence.sub(lambda m: f"{WORD_EDGE}{m.group(0)}{WORD_EDGE}", line) for line in lines]
         options.update(model_type="bpe", pad_id=-1, byte_fallback=True, normalization_rule_name="identity",
+                       pretokenization_delimiter=WORD_EDGE,
                        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True)
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), **options)
     return model.getvalue()

@@ -41,7 +41,7 @@ def test_deterministic_for_a_seed(tmp_path):
 
 def test_sizes(data):
     sizes = synth.Sizes()
-    assert len(data["general_train"]) == sizes.n_general * len(synth.SKILLS)
+    assert len(data["general_train"]) == sizes.n_general * (len(synth.SKILLS) + 1)  # knowledge twice
     assert len(data["general_probe"]) == sizes.n_probe * len(synth.SKILLS)
     assert len(data["spo_train"]) == sizes.n_spo_train and len(data["spo_test"]) == sizes.n_spo_test
     assert len(data["d2q_test"]) == sizes.n_d2q_test
@@ -140,3 +140,17 @@ def test_cli_rejects_a_bad_size_in_one_line(tmp_path, capsys):
         synth.main(["--output_dir", str(tmp_path), "--n_spo_test", "0"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == ["python -m glmlab.synth: error: --n_spo_test must be at least 1"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_entity_of_a_record_is_its_own_piece(tokenizers, data, mode):
+    """No piece crosses the edge of a world word, so every head and tail of a triple is a span of pieces
+    of its record that a model can copy ("节气门积碳" -> 节气门 + 积碳)."""
+    tokenizer = tokenizers[mode]
+    missing = []
+    for sample in data["spo_train"][:300] + data["spo_test"]:
+        pieces = [p.lstrip("▁") for p in tokenizer.tokenize(sample["input"])]
+        for line in filter(None, sample["output"].split("\n")):
+            head, _, tail = line.split("_")
+            missing += [(word, sample["input"]) for word in (head, tail) if word not in pieces]
+    assert not missing, missing[:3]
