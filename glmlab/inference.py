@@ -321,9 +321,11 @@ def generate_ids(
 
 
 def _clean(text: str, mode: str) -> str:
-    """ChatGLM3 answers start with their (empty) metadata line: drop that one newline."""
+    """ChatGLM3 answers start with their metadata line: when it is empty (a plain answer), drop it and
+    strip the content, as the official ``process_response`` does (the content was encoded on its own,
+    so it starts with SentencePiece's dummy-prefix space)."""
     if mode == "glm3" and text.startswith("\n"):
-        return text[1:]
+        return text[1:].strip()
     return text
 
 
