@@ -1,12 +1,17 @@
-"""The notebooks run end to end on tiny settings (papermill), and what they write says training worked.
+"""The notebooks run end to end with their default parameters (papermill), and show results.
 
 Each notebook executes in a fresh kernel from a temporary folder (so none relies on the working
 directory). The kernel is this interpreter: a kernelspec pointing at ``sys.executable`` is written to a
 temporary ``JUPYTER_PATH`` folder, which Jupyter searches before any user or system kernel, so a fresh
 clone where only ``bash scripts/setup.sh`` ran needs no ``ipykernel install``.
 
-02-05 train through ``scripts/launch_ds.py --cpu 2`` (the real DeepSpeed launcher) for 15 optimizer
-steps on sequences of at most 128 tokens; 06 compares their outputs.
+With the defaults, 02-05 fine-tune glmlab's small pretrained ChatGLM2 base on the synthetic
+triple-extraction set through ``scripts/launch_ds.py --cpu 2`` (150 optimizer steps per run); 06 compares
+those very runs (they are trained once for the whole module), adds its doc-to-question runs and the
+forgetting probes. The assertions are the study's results: Freeze, LoRA and full fine-tuning above the
+base, the best method at F1 0.5 or more (issue 6 asks for 0.9: not reached yet on the 1.2M-parameter
+base in 250 steps, see the issue's note), a forgetting number for every method and skill. P-tuning's
+two variants are reported, not asserted: on these small bases neither learns the task in the budget.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ pm = pytest.importorskip("papermill")
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "glmlab-tests"
-TINY = {"nproc": 2, "max_steps": 15, "max_len": 128, "max_src_len": 64, "max_new_tokens": 16}
 TRAINING = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3")
 VARIANTS = {"02_freeze": ["freeze"], "03_ptuning": ["projection", "embedding"], "04_lora": ["lora"],
             "05_full_zero3": ["zero3", "zero3_offload"]}
+STEPS = 250  # the notebooks' default step budget: 2 epochs of 125 optimizer steps
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +48,7 @@ def kernel(tmp_path_factory):
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("TOKENIZERS_PARALLELISM", "false")
         mp.setenv("MPLBACKEND", "agg")
-        mp.setenv("CUDA_VISIBLE_DEVICES", "")  # the tiny CPU path (--cpu 2) even on a GPU machine
+        mp.setenv("CUDA_VISIBLE_DEVICES", "")  # the CPU path (--cpu 2) even on a GPU machine
         yield KERNEL
 
 
@@ -56,14 +61,13 @@ def execute(name: str, workdir: Path, kernel: str, **parameters) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(kernel, tiny_model, tmp_path_factory) -> dict[str, Path]:
-    """02-05 executed on one shared tiny ChatGLM2 checkpoint; notebook name -> its output_dir."""
+def trained(kernel, tmp_path_factory) -> dict[str, Path]:
+    """02-05 executed with their defaults (the pretrained glm2 base); notebook name -> its output_dir."""
     workdir = tmp_path_factory.mktemp("notebooks")
-    model = tiny_model("glm2")
     outputs = {}
     for name in TRAINING:
         outputs[name] = workdir / name
-        execute(name, workdir, kernel, model_dir=str(model), mode="glm2", output_dir=str(outputs[name]), **TINY)
+        execute(name, workdir, kernel, output_dir=str(outputs[name]))
     return outputs
 
 
@@ -79,28 +83,39 @@ def test_every_notebook_is_tested_and_starts_with_parameters():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: outputs not cleared"
 
 
+def test_training_notebooks_share_one_step():
+    """02-05 call glmlab.experiment.run_method; none of them launches or predicts by hand."""
+    import nbformat
+
+    for name in TRAINING:
+        source = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells
+                           if c.cell_type == "code")
+        assert "run_method(" in source, name
+        assert "subprocess" not in source and "launch_ds.py" not in source, name
+
+
 def test_01_data(kernel, tmp_path):
-    # model_dir None: the notebook builds its own tiny checkpoints.
-    execute("01_data", tmp_path, kernel, output_dir=str(tmp_path / "out"), mode="glm3", max_len=128, max_src_len=64)
+    execute("01_data", tmp_path, kernel, output_dir=str(tmp_path / "out"), mode="glm3")
     stats = json.loads((tmp_path / "out" / "data_stats.json").read_text())
-    assert stats["mode"] == "glm3" and stats["num_read"] == 60 and stats["kept"] == 60
+    assert stats["mode"] == "glm3" and stats["num_read"] == 2000 and stats["kept"] == 2000
+    assert stats["source_truncated"] == 0  # the defaults keep every record
     assert stats["supervised_tokens"] > 0 and stats["conversations"] == 10
-    assert stats["source_truncated"] <= stats["num_read"] and stats["max_source_len"] > 0
-    assert all((tmp_path / "out" / f"tiny-{m}" / "config.json").is_file() for m in ("glm", "glm2", "glm3"))
 
 
 @pytest.mark.parametrize("name", TRAINING)
-def test_training_notebook(trained, name):
+def test_training_notebook_learns_the_task(trained, name):
     summary = json.loads((trained[name] / "results.json").read_text())
     assert summary["notebook"] == name and summary["mode"] == "glm2"
     assert [run["variant"] for run in summary["runs"]] == VARIANTS[name]
     for run in summary["runs"]:
         assert run["final_loss"] < run["first_loss"], run
-        assert isinstance(run["f1"], float) and 0.0 <= run["f1"] <= 1.0
-        assert run["steps"] == TINY["max_steps"]
+        assert run["steps"] == STEPS
         assert Path(run["checkpoint"], "glmlab_checkpoint.json").is_file()
-        assert len(Path(run["predictions"]).read_text().splitlines()) == 15  # every test sample
+        assert len(Path(run["predictions"]).read_text().splitlines()) == 60  # every test record
         assert 0 < run["trainable_params"] <= run["total_params"]
+        assert run["wall_s"] > 0 and run["peak_mem_mb"] > 0
+        if run["method"] != "ptuning":  # P-tuning is reported, not asserted (see the module docstring)
+            assert run["f1"] > summary["base_f1"], (run["variant"], run["f1"], summary["base_f1"])
     if name == "04_lora":
         (run,) = summary["runs"]
         assert Path(run["merged_dir"], "config.json").is_file()
@@ -108,21 +123,34 @@ def test_training_notebook(trained, name):
 
 
 def test_trainable_counts_order(trained):
-    """On the tiny model: prefix embedding < LoRA r=8 < last layer < everything."""
     counts = {run["variant"]: run["trainable_params"]
               for name in TRAINING for run in json.loads((trained[name] / "results.json").read_text())["runs"]}
-    assert counts["embedding"] < counts["lora"] < counts["freeze"] < counts["zero3"] == counts["zero3_offload"]
+    assert counts["embedding"] < counts["projection"] and counts["embedding"] < counts["lora"]
+    assert counts["lora"] < counts["zero3"] and counts["freeze"] < counts["zero3"] == counts["zero3_offload"]
 
 
-def test_06_eval(kernel, trained, tmp_path):
+def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
-    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), max_new_tokens=8)
+    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"))
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
-    assert [r["variant"] for r in comparison["runs"]] == [v for name in TRAINING for v in VARIANTS[name]]
-    for run in comparison["runs"]:
-        assert 0.0 <= run["f1"] <= 1.0
-        f = run["forgetting"]
-        assert 0.0 <= f["similarity"] <= 1.0 and f["change"] == pytest.approx(1 - f["similarity"])
-        assert f["n_prompts"] == len(comparison["general_prompts"])
-    assert len(comparison["base_answers"]) == len(comparison["general_prompts"])
+    rows = comparison["runs"]
+    assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
+    # triple F1: the best method learns the task; Freeze, LoRA and full fine-tuning beat the base
+    assert max(r["f1"] for r in rows) >= 0.5, [(r["variant"], r["f1"]) for r in rows]
+    assert all(r["f1"] > comparison["base_f1"] for r in rows if r["method"] != "ptuning")
+    # forgetting: a number for every method and skill, before and after
+    skills = comparison["skills"]
+    assert len(skills) == 8 and "overall" in skills  # seven skills and the overall accuracy
+    assert comparison["base_skills"]["overall"] >= 0.8
+    for r in rows:
+        for key in ("before", "after", "drop"):
+            assert all(isinstance(r["forgetting"][key][s], float) for s in skills), (r["variant"], key)
+    assert [t["run"] for t in comparison["forgetting"]] == ["base", *[r["variant"] for r in rows]]
+    # doc-to-question: the base and each method of the original table plus full, every metric
+    assert [t["run"] for t in comparison["d2q"]] == ["base", "embedding", "projection", "freeze", "lora", "zero3"]
+    for t in comparison["d2q"]:
+        assert all(0.0 <= t[k] <= 1.0 for k in ("rouge-1", "rouge-2", "rouge-l", "bleu-4")), t
+    best_d2q = max(t["rouge-l"] for t in comparison["d2q"][1:])
+    assert best_d2q > comparison["d2q"][0]["rouge-l"]
+    assert {c["run"] for c in comparison["cost"]} == {r["variant"] for r in rows}
     assert {row["method"] for row in comparison["memory"]} == {"freeze", "ptuning", "lora", "all"}

@@ -1,0 +1,295 @@
+"""One fine-tuning run, start to finish: the step notebooks 02-06 share.
+
+:func:`run_method` is what a notebook cell calls for each method it teaches::
+
+    row = run_method("lora", {"train_type": "lora", "lora_dim": 8, "learning_rate": 2e-3}, setup)
+
+It does, in plain sight (read the code below):
+
+1. **check** the flags (:class:`glmlab.args.TrainArgs`, before anything starts);
+2. **train** through ``scripts/launch_ds.py`` -- the same command a cluster job runs: ``--cpu N``
+   DeepSpeed processes without a GPU, else the first N GPUs;
+3. **predict** the held-out test file with the last checkpoint (prompts built as in training,
+   greedy decoding) and **score** it (triple F1, or ROUGE/BLEU for doc-to-question);
+4. optionally **probe** the general skills again (:func:`probe_skills`): what the base knew, and
+   what fine-tuning left of it (catastrophic forgetting);
+5. return one row for ``results.json``: losses, scores, trainable parameters, wall time, peak memory.
+
+:class:`Setup` holds what every run of a notebook shares (base model, data, lengths, steps).
+:func:`resolve_base` picks the base: a folder you name (an official 6B download), else the small
+pretrained base glmlab ships for the generation (:mod:`glmlab.pretrained`), or ``"tiny"`` for a
+random tiny checkpoint (the pure-mechanics path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCHER = REPO / "scripts" / "launch_ds.py"
+# Each method's learning rate on the small pretrained bases (the notebooks' defaults; documented
+# in notebooks/README.md). The 6B commands of the original project used 1e-4 (LoRA, Freeze), 2e-2
+# (P-tuning) and 1e-5 (full).
+LEARNING_RATES = {"freeze": 5e-3, "ptuning": 1e-2, "lora": 3e-3, "all": 2e-3}
+
+
+def data_path(name: str, seed: int = 0) -> Path:
+    """A data set of :mod:`glmlab.synth` (``spo_train``, ``spo_test``, ``d2q_train``, ``d2q_test``,
+    ``general_train``, ``general_probe``) at its default size, written once into the cache folder
+    (``$GLMLAB_CACHE``, default ``~/.cache/glmlab``) and reused; generation is deterministic, and the
+    folder is named after the generator's source, so a changed generator never reads stale files."""
+    import hashlib
+
+    from glmlab import synth
+    from glmlab.synth import write_all
+
+    version = hashlib.sha256(Path(synth.__file__).read_bytes()).hexdigest()[:12]
+    root = Path(os.environ.get("GLMLAB_CACHE", Path.home() / ".cache" / "glmlab")) / f"synth-{version}-seed{seed}"
+    path = root / f"{name}.jsonl"
+    if not path.is_file():
+        tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")  # written whole, then moved into place
+        written = write_all(tmp, seed=seed)
+        root.mkdir(parents=True, exist_ok=True)
+        for file in written.values():
+            file.replace(root / file.name)
+        tmp.rmdir()
+        if name not in written:
+            raise ValueError(f"no data set {name!r} (known: {', '.join(written)})")
+    return path
+
+
+def resolve_base(model_dir: str | Path | None, mode: str, output_dir: str | Path | None = None) -> Path:
+    """The base model folder: ``model_dir`` if given, the shipped pretrained base of ``mode`` if
+    ``None``, a freshly written random tiny checkpoint (in ``output_dir/tiny-base``) if ``"tiny"``."""
+    if model_dir is None:
+        from glmlab.pretrained import base_model_dir
+
+        return base_model_dir(mode)
+    if str(model_dir) == "tiny":
+        from glmlab.tiny import make_tiny
+
+        return make_tiny(mode, Path(output_dir or ".") / "tiny-base", overwrite=True)
+    return Path(model_dir)
+
+
+@dataclass
+class Setup:
+    """What every run of a notebook shares; the method-specific flags come per run."""
+
+    model_dir: str
+    mode: str
+    train_path: str
+    test_path: str
+    output_dir: str
+    nproc: int = 2
+    max_len: int = 128
+    max_src_len: int = 96
+    per_device_train_batch_size: int = 8
+    num_train_epochs: int = 1
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    precision: str | None = None
+    seed: int = 1234
+    max_new_tokens: int = 64
+    max_test_samples: int | None = None
+    ds_file: str = "ds_zero2_no_offload.json"
+    extra: dict[str, Any] = field(default_factory=dict)  # any other training flag shared by every run
+
+    def flags(self) -> dict[str, Any]:
+        """The training flags every run shares."""
+        flags = {"train_path": self.train_path, "model_name_or_path": str(self.model_dir), "mode": self.mode,
+                 "max_len": self.max_len, "max_src_len": self.max_src_len,
+                 "per_device_train_batch_size": self.per_device_train_batch_size,
+                 "num_train_epochs": self.num_train_epochs, "warmup_ratio": self.warmup_ratio,
+                 "ds_file": self.ds_file, "seed": self.seed, "show_loss_step": 5, **self.extra}
+        flags.update({k: v for k, v in {"max_steps": self.max_steps, "precision": self.precision}.items() if v is not None})
+        return flags
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
+    """Train with ``flags`` into ``run_dir`` through ``scripts/launch_ds.py``; returns the wall time (s).
+
+    Raises ``RuntimeError`` with the end of the job's output when it fails.
+    """
+    from glmlab.args import TrainArgs, to_argv
+    from glmlab.train import free_port
+
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # training appends to it; a re-run starts afresh
+    argv = to_argv(TrainArgs(**{**flags, "output_dir": str(run_dir)}))  # checks every flag, then back to argv
+    where = ["--gpus", ",".join(map(str, range(nproc)))] if on_gpu() else ["--cpu", str(nproc)]
+    cmd = [sys.executable, str(LAUNCHER), *where, "--master_port", str(free_port()), "--", *argv]
+    print("$ python scripts/launch_ds.py", " ".join(cmd[2:]), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"{run_dir.name}: training failed ({proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    for line in proc.stdout.splitlines():
+        if "trainable params" in line or "samples," in line or line.startswith("warning"):
+            print(line)
+    return wall
+
+
+def load(checkpoint: str | Path):
+    """``(model, tokenizer, mode)`` of any checkpoint, on the GPU in bf16 when there is one."""
+    from glmlab.inference import load_for_inference
+
+    device, dtype = ("cuda", "bf16") if on_gpu() else ("cpu", "fp32")
+    return load_for_inference(checkpoint, dtype=dtype, device=device)
+
+
+def evaluate(model, tokenizer, mode: str, samples: list[dict], max_src_len: int, max_new_tokens: int,
+             batch_size: int = 32) -> tuple[list[str], dict]:
+    """Greedy predictions for ``samples`` and their score (``glmlab.predict.score``)."""
+    from glmlab.predict import predict_samples, score
+
+    predictions = predict_samples(model, tokenizer, mode, samples, max_src_len, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens)
+    return predictions, score(samples, predictions) or {}
+
+
+def probe_skills(model, tokenizer, mode: str, probes: list[dict] | None = None) -> dict[str, float]:
+    """Exact-match accuracy on the general probes of :mod:`glmlab.pretrained`, per skill plus ``overall``."""
+    from glmlab.pretrained import general_probes, probe_scores
+
+    scores = probe_scores(model, tokenizer, mode, probes if probes is not None else general_probes())
+    return {**scores["skills"], "overall": scores["overall"]}
+
+
+def trainable_parameters(model_dir: str | Path, mode: str, flags: dict[str, Any]) -> tuple[int, int]:
+    """``(trainable, total)`` parameters of a run's method on ``model_dir`` (``glmlab.memory``, exact)."""
+    from glmlab import memory
+    from glmlab.args import TrainArgs
+    from glmlab.loading import build_config
+
+    config, _ = build_config(model_dir, mode)
+    defaults = TrainArgs.__dataclass_fields__
+
+    def get(name: str) -> Any:
+        return flags.get(name, defaults[name].default)
+
+    method = get("train_type")
+    kwargs = {"freeze": {"freeze_module_name": get("freeze_module_name")},
+              "ptuning": {"pre_seq_len": get("pre_seq_len"), "prefix_projection": get("prefix_projection")},
+              "lora": {"lora_dim": get("lora_dim"), "lora_module_name": get("lora_module_name")},
+              "all": {}}[method]
+    return memory.trainable_parameters(config, method, **kwargs)
+
+
+def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: list[dict] | None = None) -> dict:
+    """Train one method, predict and score the test file, optionally probe the general skills; one result row.
+
+    ``method_flags`` holds ``train_type`` and the method's own flags (and may override any shared
+    one, such as ``learning_rate``). With ``probes`` (a list of general probe samples) the row also
+    holds ``skills``: the exact-match accuracy per general skill after fine-tuning.
+    """
+    from glmlab import plots
+    from glmlab.checkpoint import latest_checkpoint
+    from glmlab.data import read_samples
+    from glmlab.predict import write_jsonl
+
+    run_dir = Path(setup.output_dir) / label
+    flags = {**setup.flags(), **method_flags}
+    flags.setdefault("learning_rate", LEARNING_RATES[flags["train_type"]])
+    wall = launch(flags, run_dir, setup.nproc)                                   # 1-2. check and train
+
+    checkpoint = latest_checkpoint(run_dir)                                      # 3. predict and score
+    model, tokenizer, mode = load(checkpoint)
+    samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
+    predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
+    write_jsonl(run_dir / "predictions.jsonl", [{**s, "prediction": p} for s, p in zip(samples, predictions)])
+    skills = probe_skills(model, tokenizer, mode, probes) if probes is not None else None  # 4. forgetting
+
+    steps, losses = plots.loss_curve(run_dir)                                    # 5. the row
+    trainable, total = trainable_parameters(setup.model_dir, setup.mode, flags)
+    row = {"method": flags["train_type"], "variant": label, "mode": mode, "run_dir": str(run_dir),
+           "checkpoint": str(checkpoint), "predictions": str(run_dir / "predictions.jsonl"),
+           "learning_rate": flags["learning_rate"], "steps": steps[-1] if steps else 0,
+           "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+           "f1": scores.get("f1"), "sample_f1": scores.get("sample_f1"), "scores": scores,
+           "trainable_params": trainable, "total_params": total, "wall_s": wall,
+           "peak_mem_mb": max((r.get("peak_mem_mb", 0) for r in plots.read_metrics(run_dir)), default=None)}
+    if skills is not None:
+        row["skills"] = skills
+    loss = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no loss logged"
+    print(f"{label}: {checkpoint.name}, {loss}, {_score_line(scores)}, {wall:.0f} s"
+          + (f", general skills {skills['overall']:.2f}" if skills else ""))
+    return row
+
+
+def base_row(setup: Setup, probes: list[dict] | None = None) -> dict:
+    """The untrained base scored like a run: its held-out test score (and its general skills)."""
+    from glmlab.data import read_samples
+
+    model, tokenizer, mode = load(setup.model_dir)
+    samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
+    predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
+    row = {"variant": "base", "f1": scores.get("f1"), "scores": scores, "predictions": predictions}
+    if probes is not None:
+        row["skills"] = probe_skills(model, tokenizer, mode, probes)
+    print(f"base: {_score_line(scores)}" + (f", general skills {row['skills']['overall']:.2f}" if probes else ""))
+    return row
+
+
+def _score_line(scores: dict) -> str:
+    if "f1" in scores:
+        return f"triple F1 {scores['f1']:.3f}"
+    if "rouge-l" in scores:
+        return f"ROUGE-L {scores['rouge-l']:.3f}, BLEU-4 {scores['bleu-4']:.3f}"
+    return "no score"
+
+
+def write_results(output_dir: str | Path, notebook: str, setup: Setup, runs: list[dict], **extra: Any) -> Path:
+    """``output_dir/results.json``: what 06_eval compares and the tests check."""
+    path = Path(output_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"notebook": notebook, "model_dir": str(setup.model_dir), "mode": setup.mode, "setup": asdict(setup),
+               "test_path": setup.test_path, "runs": runs, **extra}
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    print("wrote", path)
+    return path
+
+
+def examples(setup: Setup, runs: list[dict], n: int = 3) -> list[dict]:
+    """The first ``n`` test samples: input, reference and each run's prediction, side by side."""
+    predictions = {row["variant"]: [json.loads(line)["prediction"]
+                                    for line in Path(row["predictions"]).read_text(encoding="utf-8").splitlines()]
+                   for row in runs}
+    from glmlab.data import read_samples
+
+    samples = read_samples(setup.test_path, references=True)[:n]
+    return [{"input": s["input"], "reference": s["output"], **{label: p[i] for label, p in predictions.items()}}
+            for i, s in enumerate(samples)]
+
+
+def study_methods(num_layers: int) -> dict[str, dict[str, Any]]:
+    """The methods of the original project's comparison, plus full fine-tuning, with the flags the
+    notebooks use by default: label -> method flags (for :func:`run_method`)."""
+    return {
+        "embedding": {"train_type": "ptuning", "pre_seq_len": 16, "prefix_projection": False},
+        "projection": {"train_type": "ptuning", "pre_seq_len": 16, "prefix_projection": True},
+        "freeze": {"train_type": "freeze", "freeze_module_name": f"layers.{num_layers - 1}."},
+        "lora": {"train_type": "lora", "lora_dim": 8, "lora_alpha": 32, "lora_dropout": 0.0,
+                 "lora_module_name": "query_key_value,dense,dense_h_to_4h,dense_4h_to_h"},
+        "zero3": {"train_type": "all", "ds_file": "ds_zero3_no_offload.json"},
+    }
+
+
+def general_probes() -> list[dict]:
+    """The held-out probes of the general skills (:func:`glmlab.pretrained.general_probes`)."""
+    from glmlab.pretrained import general_probes as probes
+
+    return probes()
