@@ -1,0 +1,115 @@
+"""The 06 study (every method, every table) with several seeds: mean ± std per method and metric.
+
+    python benchmarks/bench_methods.py                          # seeds 1 2 3, the notebooks' defaults
+    python benchmarks/bench_methods.py --seeds 1 2 --mode glm3 --output_dir runs/bench_methods
+
+Each seed is one papermill run of ``notebooks/06_eval.ipynb`` (which runs 02-05 first, then its own
+doc-to-question runs and the forgetting probes) with ``-p seed S``: the seed changes data order,
+adapter and prefix initialisation and dropout, never the data or the base. The results of every seed
+are read back from its ``comparison.json`` and summarised in ``summary.json`` and a Markdown table
+(``summary.md``) that the note of a change can quote. A benchmark, not a test: it takes about the
+notebooks' time per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict, float]:
+    import papermill as pm
+
+    out = Path(args.output_dir) / f"seed-{seed}"
+    start = time.perf_counter()
+    pm.execute_notebook(str(REPO / "notebooks" / "06_eval.ipynb"), str(out / "06_eval.ipynb"), cwd=str(REPO),
+                        parameters={"seed": seed, "mode": args.mode, "output_dir": str(out), "nproc": args.nproc,
+                                    "max_steps": args.max_steps}, progress_bar=False)
+    wall = time.perf_counter() - start
+    return json.loads((out / "comparison.json").read_text(encoding="utf-8")), wall
+
+
+def metrics_of(comparison: dict) -> dict[str, dict[str, float]]:
+    """run -> metric -> value, for one seed: triple F1, d2q scores, general skills after, cost."""
+    table: dict[str, dict[str, float]] = {"base": {"triple_f1": comparison["base_f1"],
+                                                   "skills_overall": comparison["base_skills"]["overall"]}}
+    for row in comparison["d2q"]:
+        if row["run"] == "base":
+            table["base"].update({f"d2q_{k}": v for k, v in row.items() if k != "run"})
+    for run in comparison["runs"]:
+        entry = table.setdefault(run["variant"], {})
+        entry.update(triple_f1=run["f1"], skills_overall=run["forgetting"]["after"]["overall"],
+                     forgetting_drop=run["forgetting"]["drop"]["overall"], wall_s=run["wall_s"],
+                     peak_mem_mb=run["peak_mem_mb"], trainable_params=run["trainable_params"])
+    for row in comparison["d2q"]:
+        if row["run"] != "base":
+            table.setdefault(row["run"], {}).update({f"d2q_{k}": v for k, v in row.items() if k != "run"})
+    return table
+
+
+def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    runs = list(per_seed[0])
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for run in runs:
+        for metric in per_seed[0][run]:
+            values = [seed[run][metric] for seed in per_seed if seed.get(run, {}).get(metric) is not None]
+            if values:
+                summary.setdefault(run, {})[metric] = {
+                    "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "n": len(values)}
+    return summary
+
+
+def markdown(summary: dict, columns: list[str]) -> str:
+    lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for run, metrics in summary.items():
+        cells = []
+        for column in columns:
+            m = metrics.get(column)
+            if m is None:
+                cells.append("")
+            elif column in ("wall_s", "peak_mem_mb", "trainable_params"):
+                cells.append(f"{m['mean']:,.0f} ± {m['std']:,.0f}")
+            else:
+                cells.append(f"{m['mean']:.3f} ± {m['std']:.3f}")
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--mode", default="glm2", choices=["glm", "glm2", "glm3"])
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--max_steps", type=int, default=150, help="the step budget of every run")
+    parser.add_argument("--output_dir", default="runs/bench_methods")
+    args = parser.parse_args(argv)
+
+    per_seed, walls = [], []
+    for seed in args.seeds:
+        comparison, wall = run_seed(seed, args)
+        per_seed.append(metrics_of(comparison))
+        walls.append(wall)
+        print(f"seed {seed}: {wall:.0f} s", flush=True)
+    summary = summarise(per_seed)
+    columns = ["triple_f1", "d2q_rouge-1", "d2q_rouge-2", "d2q_rouge-l", "d2q_bleu-4", "skills_overall",
+               "forgetting_drop", "trainable_params", "wall_s", "peak_mem_mb"]
+    table = markdown(summary, columns)
+    out = Path(args.output_dir)
+    record = {"seeds": args.seeds, "mode": args.mode, "max_steps": args.max_steps, "wall_s_per_seed": walls,
+              "summary": summary, "per_seed": per_seed}
+    (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"wall time per seed (the six notebooks' work): {', '.join(f'{w:.0f} s' for w in walls)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
