@@ -79,6 +79,15 @@ def resolve_base(model_dir: str | Path | None, mode: str, output_dir: str | Path
     return Path(model_dir)
 
 
+def tokenizer_dir(mode: str, output_dir: str | Path) -> Path:
+    """A folder with the tokenizer of ``mode``'s small bases: the shipped base, or (for a generation
+    whose base is not shipped) a tiny checkpoint in ``output_dir``, whose tokenizer is the same."""
+    try:
+        return resolve_base(None, mode)
+    except FileNotFoundError:
+        return resolve_base("tiny", mode, Path(output_dir) / f"tokenizer-{mode}")
+
+
 @dataclass
 class Setup:
     """What every run of a notebook shares; the method-specific flags come per run."""
