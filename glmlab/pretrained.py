@@ -85,7 +85,8 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
     from glmlab.inference import load_for_inference
     from glmlab.loading import write_weights
-    from glmlab.synth import general_corpus, write_jsonl
+    from glmlab.predict import write_jsonl
+    from glmlab.synth import general_corpus
     from glmlab.tiny import make_tiny
 
     output_dir = Path(output_dir)

@@ -40,7 +40,6 @@ repair (parts, faults, the systems parts belong to, the tools that test them).
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import dataclass
@@ -427,15 +426,12 @@ class Sizes:
     n_d2q_test: int = 30
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, Path]:
     """Write every data set into ``output_dir``; returns name -> path."""
+    from glmlab.predict import (
+        write_jsonl,  # the project's one JSON-lines writer (atomic)
+    )
+
     out = Path(output_dir)
     general, probes = general_corpus(sizes.n_general, sizes.n_probe, seed)
     spo_train, spo_test = spo_data(sizes.n_spo_train, sizes.n_spo_test, seed)
