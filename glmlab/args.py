@@ -106,6 +106,12 @@ class TrainArgs:
         "'query_key_value,dense_h_to_4h,dense_4h_to_h,dense'.",
         default="query_key_value",
     )
+    quantization_bit: int = _help(
+        "lora / ptuning: quantize the frozen base's attention and MLP weights to 4 or 8 bits while it loads "
+        "(as THUDM's quantize(); glmlab.quantization), for small cards; 0: no quantization. "
+        "A THUDM int4/int8 folder is used as it is.",
+        default=0,
+    )
 
     # --- optimisation (DeepSpeed applies all of it) ---
     per_device_train_batch_size: int = _help("Micro-batch size per process.", default=16)
@@ -171,6 +177,11 @@ class TrainArgs:
             raise ArgsError(f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
         if not 0 <= self.lora_dropout < 1:
             raise ArgsError(f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.quantization_bit not in (0, 4, 8):
+            raise ArgsError(f"--quantization_bit must be 4 or 8 (or 0: none), got {self.quantization_bit}")
+        if self.quantization_bit and self.train_type not in ("lora", "ptuning"):
+            raise ArgsError(f"--quantization_bit {self.quantization_bit} works with --train_type lora or ptuning only "
+                            f"({self.train_type} would train the quantized weights)")
         from glmlab.data import check_lengths
 
         try:

@@ -200,6 +200,7 @@ def load_for_inference(
     device: str | torch.device = "cpu",
     mode: str | None = None,
     merge_lora: bool = False,
+    quantization_bit: int | None = None,
 ):
     """Load any training output (``all``, ``freeze``, ``lora``, ``ptuning``) or a plain model folder.
 
@@ -211,7 +212,11 @@ def load_for_inference(
         device: where to put the model.
         mode: ``glm`` / ``glm2`` / ``glm3``; defaults to the recorded (or inferred) one.
         merge_lora: fold a LoRA adapter into the weights (faster generation; the
-            result is a plain model) instead of returning the peft wrapper.
+            result is a plain model) instead of returning the peft wrapper. On a quantized
+            base the adapter is merged into a dequantized copy (see :mod:`glmlab.quantized_lora`).
+        quantization_bit: 4 or 8 quantizes the (base) model as it loads, 0 does not; default:
+            what the checkpoint was trained with (``--quantization_bit`` in its
+            ``glmlab_checkpoint.json``), and a THUDM int4/int8 folder always loads as it is.
 
     Returns:
         ``(model, tokenizer, mode)`` with the model in eval mode. The tokenizer comes
@@ -222,6 +227,8 @@ def load_for_inference(
     dtype = parse_dtype(dtype)
     info = describe_checkpoint(checkpoint_dir, base)
     mode = checkpoint_mode(info, mode)
+    if quantization_bit is None and info.needs_base:  # the base as the adapter was trained on it
+        quantization_bit = (info.meta.get("args") or {}).get("quantization_bit") or None
 
     if info.kind == "ptuning":
         config = _read_json(info.path / "config.json")
@@ -230,21 +237,25 @@ def load_for_inference(
             mode=mode,
             dtype=dtype,
             device=device,
+            quantization_bit=quantization_bit,
             pre_seq_len=int(config["pre_seq_len"]),
             prefix_projection=bool(config.get("prefix_projection", False)),
         )
         with torch.no_grad():
             _load_prefix_encoder(model, info.path)
     elif info.kind == "lora":
-        from peft import PeftModel
+        from glmlab.quantization import dequantize
+        from glmlab.quantized_lora import load_lora_adapter
 
-        model = load_model(str(info.base), mode=mode, dtype=dtype, device=device)
-        model = PeftModel.from_pretrained(model, str(info.path))
+        model = load_model(str(info.base), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+        if merge_lora:  # an int weight cannot hold W + BA: merge into the dequantized weights (no-op unquantized)
+            model = dequantize(model)
+        model = load_lora_adapter(model, info.path)  # peft, with glmlab's LoRA layer for quantized layers
         model = model.to(device=device, dtype=dtype)  # adapters are stored in fp32
         if merge_lora:
             model = model.merge_and_unload()
     else:
-        model = load_model(str(info.path), mode=mode, dtype=dtype, device=device)
+        model = load_model(str(info.path), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
     model.eval()
 
     tokenizer_dir = info.path if _has_tokenizer(info.path) or info.base is None else info.base

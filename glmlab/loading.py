@@ -19,6 +19,12 @@ The model is built with its parameters on the meta device (nothing allocated, no
 initialised), then every checkpoint tensor is put in place one shard at a time, so a 6B checkpoint
 needs about one copy of the weights in memory.
 
+Quantized bases (:mod:`glmlab.quantization`): THUDM's int4/int8 folders (``config.json``
+``quantization_bit``; per quantized linear layer an int8 ``weight`` and a ``weight_scale``) load as
+they are, through the same checks, and the quantized weights must be int8; ``quantization_bit=4|8``
+quantizes a 16/32-bit folder while it loads, each weight as it arrives; a quantized model's
+``save_pretrained`` writes THUDM's layout back.
+
 Which generation ("mode") a folder holds: ``config.json`` tells ChatGLM-6B ("glm") from the
 ChatGLM2/3 architecture; ChatGLM2 and ChatGLM3 share that architecture and differ only in their
 tokenizer and prompt format, so :func:`infer_mode` reads the folder's records, first of all the
@@ -424,6 +430,7 @@ def load_model(
     mode: str | None = None,
     dtype: str | torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    quantization_bit: int | None = None,
     **config_overrides: Any,
 ) -> nn.Module:
     """Load a ChatGLM checkpoint folder into the glmlab model of its generation, strictly.
@@ -437,6 +444,12 @@ def load_model(
         **config_overrides: config fields to change before the model is built, e.g.
             ``pre_seq_len=16, prefix_projection=True`` for P-tuning v2 (the prefix encoder this adds
             is initialised, since the checkpoint cannot hold it).
+        quantization_bit: ``4`` or ``8`` quantizes the attention and MLP linear layers of a
+            16/32-bit folder while it loads (one weight at a time, on ``device``; see
+            :mod:`glmlab.quantization`). A folder whose ``config.json`` has ``quantization_bit``
+            (THUDM's int4/int8 checkpoints: packed int8 ``weight`` + ``weight_scale`` per layer)
+            loads as it is, through the same key, shape and dtype checks; ``None`` (the default)
+            follows the folder, and asking such a folder for other bits is an error.
 
     Returns the model in eval mode; ``model.config.glmlab_mode`` records the mode, so
     ``model.save_pretrained(dir)`` writes a folder that loads back with the same mode.
@@ -446,18 +459,53 @@ def load_model(
     """
     dtype = parse_dtype(dtype)
     config, mode = build_config(path, mode, **config_overrides)
-    return _load_weights(Path(path), config, dtype, torch.device(device), allow_new_prefix="pre_seq_len" in config_overrides)
+    quantize_on_load = _quantization(Path(path), config, quantization_bit)
+    return _load_weights(Path(path), config, dtype, torch.device(device), allow_new_prefix="pre_seq_len" in config_overrides,
+                         quantize_on_load=quantize_on_load)
+
+
+def _quantization(folder: Path, config: ChatGLMConfig, requested: int | None) -> bool:
+    """Set ``config.quantization_bit`` to the bits the model is built with; True to quantize while loading."""
+    stored = config.quantization_bit or 0
+    if stored not in (0, 4, 8):
+        raise CheckpointError(f"{folder / CONFIG_NAME}: quantization_bit is {stored!r}, expected 0, 4 or 8")
+    if getattr(config, "quantization_embeddings", False):
+        raise CheckpointError(f"{folder / CONFIG_NAME}: quantized embeddings (quantization_embeddings: true) are not "
+                              "supported; use a folder with 16-bit embeddings (e.g. chatglm-6b-int4, not -int4-qe)")
+    if requested is None:
+        return False
+    if requested not in (0, 4, 8) or isinstance(requested, bool):
+        raise ValueError(f"quantization_bit must be 0, 4 or 8 (got {requested!r})")
+    if stored and requested != stored:
+        raise CheckpointError(f"{folder} holds {stored}-bit quantized weights ({CONFIG_NAME} quantization_bit {stored}); "
+                              f"they load only as they are: omit quantization_bit or pass {stored}")
+    config.quantization_bit = requested
+    return bool(requested) and not stored
 
 
 def _load_weights(
-    folder: Path, config: ChatGLMConfig, dtype: torch.dtype, device: torch.device, allow_new_prefix: bool
+    folder: Path, config: ChatGLMConfig, dtype: torch.dtype, device: torch.device, allow_new_prefix: bool,
+    quantize_on_load: bool = False,
 ) -> nn.Module:
-    """Build the model for ``config`` with meta parameters and fill it from the folder's weight files."""
+    """Build the model for ``config`` with meta parameters and fill it from the folder's weight files.
+
+    With ``config.quantization_bit`` the model has :class:`~glmlab.quantization.QuantizedLinear`
+    layers: their int8 ``weight`` / ``weight_scale`` come from the folder as they are, or, with
+    ``quantize_on_load``, each 16/32-bit ``weight`` of the folder is quantized as it arrives.
+    """
+    from glmlab.quantization import QuantizedLinear
+
     files = weight_files(folder)
     config.dtype = dtype
     with _parameters_on_meta():
         model = _model_class(config.architecture)(config)
     expected = model.state_dict(keep_vars=True)
+    quantized = {name: m for name, m in model.named_modules() if isinstance(m, QuantizedLinear)}
+    # Scales take the model's dtype like parameters (THUDM's folders store them in fp16).
+    scale_names = {f"{name}.weight_scale" for name in quantized}
+    quantize_here = {f"{name}.weight": m for name, m in quantized.items()} if quantize_on_load else {}
+    if quantize_on_load:  # the scales are computed here, not read
+        expected = {name: t for name, t in expected.items() if name not in scale_names}
 
     loaded: dict[str, Path] = {}
     unexpected: dict[Path, list[str]] = {}
@@ -470,14 +518,25 @@ def _load_weights(
             if target is None:
                 unexpected.setdefault(file, []).append(name)
                 continue
-            if tuple(tensor.shape) != tuple(target.shape):
-                mismatched.setdefault(file, []).append(
-                    f"{name} (checkpoint {tuple(tensor.shape)}, model {tuple(target.shape)})"
-                )
+            layer = quantize_here.get(name)
+            shape = (layer.out_features, layer.in_features) if layer is not None else tuple(target.shape)
+            if tuple(tensor.shape) != shape:
+                mismatched.setdefault(file, []).append(f"{name} (checkpoint {tuple(tensor.shape)}, model {shape})")
                 loaded[name] = file  # present, reported as mismatched rather than missing
                 continue
+            if layer is not None or target.dtype == torch.int8:  # a float weight to quantize / a quantized one
+                wanted = "floating-point" if layer is not None else "int8"
+                if tensor.is_floating_point() != (layer is not None):
+                    mismatched.setdefault(file, []).append(f"{name} (checkpoint {tensor.dtype}, model {wanted})")
+                    loaded[name] = file
+                    continue
+            if layer is not None:
+                layer.set_weight(tensor.to(device=device, dtype=dtype))  # the float copy is freed right here
+                loaded[name] = file
+                continue
             is_param = isinstance(target, nn.Parameter)
-            value_dtype = dtype if is_param and tensor.is_floating_point() else target.dtype
+            as_param = is_param or name in scale_names
+            value_dtype = dtype if as_param and tensor.is_floating_point() else target.dtype
             _set_tensor(model, name, tensor.to(device=device, dtype=value_dtype))
             loaded[name] = file
 

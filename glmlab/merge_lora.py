@@ -9,6 +9,13 @@ tokenizer files) that ``glmlab.load_model`` loads with no peft involved, so it c
 be served or fine-tuned again. ``W' = W + (alpha / r) * B @ A`` per adapted layer
 (peft's ``merge_and_unload``).
 
+A quantized base (the adapter was trained with ``--quantization_bit 4|8``, or on a THUDM
+int4/int8 folder) cannot take ``W + BA`` in its int weights, so the merge goes into a
+**dequantized copy**: every quantized layer becomes ``q * scale`` in ``--dtype`` and the update is
+added there. The merged folder is then an ordinary 16/32-bit model that computes what the quantized
+base plus the adapter computed (re-quantizing it would round most of the update away, which is
+why glmlab does not). The command says so, and ``glmlab_merge.json`` records the base's bits.
+
 Unlike the original script, this one never writes into the adapter folder: it
 refuses an ``--output_dir`` that is the adapter or base folder, lies inside
 either, or contains either; an existing non-empty ``--output_dir`` is replaced
@@ -61,6 +68,15 @@ def check_output_dir(output_dir: str | Path, adapter: str | Path, base: str | Pa
     return out
 
 
+def base_quantization_bit(info) -> int:
+    """The bits the adapter's base was quantized to in training (its recorded flag, or a quantized base folder), else 0."""
+    trained = (info.meta.get("args") or {}).get("quantization_bit") or 0
+    if trained:
+        return int(trained)
+    config = json.loads((Path(info.base) / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("quantization_bit") or 0)
+
+
 def merge_lora(
     adapter: str | Path,
     output_dir: str | Path,
@@ -74,10 +90,11 @@ def merge_lora(
     ``glmlab_checkpoint.json``. The tokenizer is taken from the adapter folder when it
     holds one (every glmlab checkpoint does), else from the base. A small
     ``glmlab_merge.json`` records where the weights came from. Returns the output folder.
+    A quantized base is merged into its dequantized copy (see the module docstring).
     """
-    from peft import PeftModel
-
     from glmlab.loading import load_model, load_tokenizer
+    from glmlab.quantization import dequantize
+    from glmlab.quantized_lora import load_lora_adapter
 
     dtype = parse_dtype(dtype)
     info = describe_checkpoint(adapter, base)
@@ -86,8 +103,10 @@ def merge_lora(
     out = check_output_dir(output_dir, info.path, info.base, overwrite)
     mode = checkpoint_mode(info)
 
-    model = load_model(str(info.base), mode=mode, dtype=dtype, device="cpu")
-    model = PeftModel.from_pretrained(model, str(info.path)).to(dtype=dtype)
+    bits = base_quantization_bit(info)
+    model = load_model(str(info.base), mode=mode, dtype=dtype, device="cpu", quantization_bit=bits or None)
+    model = dequantize(model)  # a quantized base: W = q * scale, which the adapter was trained against
+    model = load_lora_adapter(model, info.path).to(dtype=dtype)
     merged = model.merge_and_unload()
     has_vocab = any((info.path / n).is_file() for n in ("ice_text.model", "tokenizer.model"))
     tokenizer = load_tokenizer(str(info.path if has_vocab else info.base), mode=mode)
@@ -97,7 +116,8 @@ def merge_lora(
     try:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        provenance = {"base_model": str(info.base), "adapter": str(info.path), "mode": mode, "dtype": str(dtype)}
+        provenance = {"base_model": str(info.base), "adapter": str(info.path), "mode": mode, "dtype": str(dtype),
+                      "base_quantization_bit": bits}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if out.exists():  # empty, or --overwrite: swap it out, then delete the old one
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
@@ -137,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # CheckpointError is a ValueError
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    bits = base_quantization_bit(info)
+    if bits:
+        print(f"{PROG}: the base is {bits}-bit quantized: merging into its dequantized weights "
+              f"({args.dtype}); the merged model is not quantized")
     out = merge_lora(args.adapter, args.output_dir, args.base, args.dtype, args.overwrite)
     print(f"{PROG}: wrote the merged model to {out}")
     return 0

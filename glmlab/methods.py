@@ -28,6 +28,10 @@ all        every parameter                                  the full model in HF
 
 Every checkpoint also holds the tokenizer (written here) and ``glmlab_checkpoint.json``
 (written by :mod:`glmlab.checkpoint`). :func:`glmlab.inference.load_for_inference` reloads any of them.
+
+A quantized base (``--quantization_bit 4|8``, or a THUDM int4/int8 folder; :mod:`glmlab.quantization`)
+suits ``lora`` and ``ptuning``, which train tensors outside the quantized weights; ``freeze`` and
+``all`` would train those very weights, so their ``check`` refuses a quantized checkpoint.
 """
 
 from __future__ import annotations
@@ -119,8 +123,13 @@ def _examples(names: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------- counting
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts (ZeRO-3 partitioned parameters count at full size)."""
-    trainable = total = 0
+    """(trainable, total) parameter counts (ZeRO-3 partitioned parameters count at full size).
+
+    The weights of quantized layers (int8 buffers, never trained) count in the total, one per weight.
+    """
+    from glmlab.quantization import quantized_numel
+
+    trainable, total = 0, quantized_numel(model)
     for p in model.parameters():
         n = getattr(p, "ds_numel", None) or p.numel()
         total += n
@@ -147,9 +156,11 @@ class Strategy:
 
     def check(self, args, names: Sequence[str]) -> None:
         """Raise ``ValueError`` when ``args`` target nothing among the checkpoint's tensor ``names``."""
+        _refuse_quantized(self.name, names)
 
     def prepare(self, model, args):
         """Return ``model`` ready to train: every parameter trainable (the ``all`` method)."""
+        _refuse_quantized(self.name, list(model.state_dict()))
         model.requires_grad_(True)
         return model
 
@@ -181,6 +192,7 @@ class FreezeStrategy(Strategy):
     name = "freeze"
 
     def check(self, args, names: Sequence[str]) -> None:
+        _refuse_quantized(self.name, names)
         patterns = freeze_patterns(args.freeze_module_name)
         if not patterns:
             raise ValueError("--freeze_module_name is empty: name the parameters to train, e.g. 'layers.27.'")
@@ -192,6 +204,7 @@ class FreezeStrategy(Strategy):
                              f"(this model has {span})")
 
     def prepare(self, model, args):
+        _refuse_quantized(self.name, list(model.state_dict()))  # quantized weights are buffers
         self.check(args, [n for n, _ in model.named_parameters()])
         patterns = freeze_patterns(args.freeze_module_name)
         for name, param in model.named_parameters():
@@ -205,6 +218,9 @@ class PTuningStrategy(Strategy):
     name = "ptuning"
     saves = "trainable"
     file_name = "prefix_encoder.safetensors"
+
+    def check(self, args, names: Sequence[str]) -> None:
+        """The prefix encoder is added at load time: any checkpoint, quantized or not, will do."""
 
     def config_overrides(self, args) -> dict[str, Any]:
         return {"pre_seq_len": args.pre_seq_len, "prefix_projection": bool(args.prefix_projection)}
@@ -253,17 +269,19 @@ class LoraStrategy(Strategy):
                              f"(module names in this model: {', '.join(leaves)})")
 
     def lora_config(self, args):
-        """The peft ``LoraConfig`` the flags describe."""
+        """The peft ``LoraConfig`` the flags describe (quantized layers adapted by glmlab's LoRA layer)."""
         from peft import LoraConfig
 
-        return LoraConfig(r=args.lora_dim, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                          target_modules=split_names(args.lora_module_name), bias="none", task_type="CAUSAL_LM",
-                          inference_mode=False)
+        from glmlab.quantized_lora import register_quantized_lora
+
+        return register_quantized_lora(LoraConfig(
+            r=args.lora_dim, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+            target_modules=split_names(args.lora_module_name), bias="none", task_type="CAUSAL_LM", inference_mode=False))
 
     def prepare(self, model, args):
         from peft import get_peft_model
 
-        self.check(args, [n for n, _ in model.named_parameters()])
+        self.check(args, list(model.state_dict()))  # buffers too: quantized weights are buffers
         return get_peft_model(model, self.lora_config(args))
 
     @property
@@ -275,6 +293,14 @@ class LoraStrategy(Strategy):
             state_dict = {n: t.detach().float().cpu() for n, t in state_dict.items()}
         model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir))
+
+
+def _refuse_quantized(method: str, names: Sequence[str]) -> None:
+    """``freeze`` / ``all`` train the base's weights: refuse a checkpoint whose layers are quantized."""
+    scales = [n for n in names if n.endswith(".weight_scale")]
+    if scales:
+        raise ValueError(f"--train_type {method}: the base checkpoint is quantized ({scales[0]} ...), and {method} would "
+                         "train the quantized weights; use a 16/32-bit base, or --train_type lora / ptuning")
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (FreezeStrategy(), PTuningStrategy(), LoraStrategy(), FullStrategy())}

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="random seed (matters with --do_sample)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or a bare GPU number N")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
+    p.add_argument("--quantization_bit", type=int, choices=[0, 4, 8],
+                   help="quantize the (base) model to 4 or 8 bits as it loads, 0: not (default: as the checkpoint "
+                        "was trained; a THUDM int4/int8 folder loads as it is)")
     p.add_argument("--metric", default="auto", choices=["auto", "f1", "rouge", "none"],
                    help="score to print (auto: chosen by the references)")
     p.add_argument("--limit", type=int, help="predict only the first N samples")
@@ -295,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     try:
         model, tokenizer, mode = load_for_inference(
-            info.path, base=args.model_name_or_path, dtype=args.dtype, device=args.device, mode=args.mode
+            info.path, base=args.model_name_or_path, dtype=args.dtype, device=args.device, mode=args.mode,
+            quantization_bit=args.quantization_bit,
         )
     except CheckpointError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

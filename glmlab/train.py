@@ -240,7 +240,9 @@ def setup(args: TrainArgs) -> Run:
         eval_loader, _ = _loader(eval_data, args, tokenizer.pad_token_id, rank, world, shuffle=False)
 
     strategy = get_strategy(args.train_type)
-    model = load_model(args.model_name_or_path, args.mode, dtype=precision, **strategy.config_overrides(args))
+    # --quantization_bit: quantized layer by layer as it loads, on this process's device, before prepare
+    model = load_model(args.model_name_or_path, args.mode, dtype=precision, quantization_bit=args.quantization_bit or None,
+                       device=device if args.quantization_bit else "cpu", **strategy.config_overrides(args))
     try:
         model = strategy.prepare(model, args)
     except ValueError as err:  # e.g. peft refusing a module type; the name checks ran before

@@ -41,6 +41,7 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
 )
 
+from ..quantization import quantize
 from .configuration import ChatGLMConfig
 from .lm_head import causal_lm_output, keep_positions, resolve_cache
 from .prefix import PrefixEncoder
@@ -479,6 +480,8 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.transformer = ChatGLMModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.quantization_bit:  # THUDM's int4/int8 layers, filled by the loader (glmlab.quantization)
+            quantize(self, config.quantization_bit, empty=True)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

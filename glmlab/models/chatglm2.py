@@ -37,6 +37,7 @@ from transformers.modeling_outputs import (
 from glmlab.models.configuration import ChatGLMConfig
 from glmlab.models.lm_head import causal_lm_output, keep_positions, resolve_cache
 from glmlab.models.prefix import PrefixEncoder
+from glmlab.quantization import quantize
 
 # Official rotary base. ``rope_ratio`` (the long-context variants) scales it.
 ROPE_BASE = 10000.0
@@ -491,6 +492,8 @@ class ChatGLM2ForConditionalGeneration(ChatGLM2PreTrainedModel, GenerationMixin)
     def __init__(self, config: ChatGLMConfig):
         super().__init__(config)
         self.transformer = ChatGLM2Model(config)
+        if config.quantization_bit:  # THUDM's int4/int8 layers, filled by the loader (glmlab.quantization)
+            quantize(self, config.quantization_bit, empty=True)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
