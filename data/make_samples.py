@@ -1,7 +1,8 @@
 """Write glmlab's small synthetic sample data (deterministic: fixed seed, no downloads).
 
-    python data/make_samples.py            # writes data/spo_train.jsonl, spo_test.jsonl, chat3_train.jsonl
-                                           # and data/synth/ (small readable samples of glmlab.synth's sets)
+    python data/make_samples.py            # writes data/spo_train.jsonl, spo_test.jsonl, chat3_train.jsonl,
+                                           # tools3_train.jsonl and data/synth/ (small readable samples of
+                                           # glmlab.synth's sets)
 
 * ``spo_{train,test}.jsonl``: car repair records in the style of the original
   ChatGLM-Finetuning triple-extraction task. Each record mentions a few facts;
@@ -11,6 +12,13 @@
   state no fault and have an empty output, as real data does.
 * ``chat3_train.jsonl``: short ChatGLM3 multi-turn conversations
   (``{"conversations": [{"role", "content"}, ...]}``) about the same faults.
+* ``tools3_train.jsonl``: ChatGLM3 conversations with tools, in the official fine-tuning
+  demo's format: a workshop assistant that may call ``query_part_price`` (a part's price)
+  and ``lookup_fault_code`` (what an OBD fault code means and which part to check). A tool
+  call is an assistant turn whose ``metadata`` is the tool's name and whose content is
+  ``tool_call(...)`` in a python block; the tool's answer is an ``observation`` turn. Half
+  the samples give the tool list at the top (``{"tools": [...], "conversations": [...]}``),
+  half on their system message; some questions need no tool, one needs two calls.
 
 * ``synth/*.jsonl``: a few samples of each data set ``glmlab.synth`` writes (the general corpus and
   its probes, triple extraction, doc-to-question), to read; the notebooks generate the full sets
@@ -156,6 +164,72 @@ def make_conversation(rng: random.Random) -> dict:
     return {"conversations": conv}
 
 
+TOOL_SPECS = [
+    {
+        "name": "query_part_price",
+        "description": "查询配件的价格（元）",
+        "parameters": {"type": "object", "properties": {"part": {"type": "string", "description": "配件名称"}},
+                       "required": ["part"]},
+    },
+    {
+        "name": "lookup_fault_code",
+        "description": "查询故障码的含义和要检查的配件",
+        "parameters": {"type": "object", "properties": {"code": {"type": "string", "description": "故障码，如P0300"}},
+                       "required": ["code"]},
+    },
+]
+PART_PRICE = {"火花塞": 45, "刹车片": 260, "蓄电池": 480, "水泵": 350, "氧传感器": 320, "燃油泵": 700, "节气门": 900}
+# fault code -> (meaning, the part to check first)
+FAULT_CODES = {
+    "P0300": ("随机多缸失火", "火花塞"),
+    "P0171": ("混合气过稀", "氧传感器"),
+    "P0562": ("系统电压过低", "蓄电池"),
+    "P0230": ("燃油泵电路故障", "燃油泵"),
+    "P0507": ("怠速过高", "节气门"),
+}
+TOOL_SYSTEM = "你是汽修店的助手，可以调用工具查询配件价格和故障码。"
+
+
+def _call(tool: str, key: str, value: str, answer: dict) -> list[dict]:
+    """An assistant tool call and the tool's observation."""
+    code = f"```python\ntool_call({key}={value!r})\n```"
+    return [{"role": "assistant", "metadata": tool, "content": code},
+            {"role": "observation", "content": json.dumps(answer, ensure_ascii=False)}]
+
+
+def make_tool_conversation(rng: random.Random, kind: str, top_level_tools: bool) -> dict:
+    """A conversation with tools: ``kind`` is ``price``, ``code``, ``code_then_price`` or ``advice`` (no tool)."""
+    conv: list[dict] = []
+    if kind == "price":
+        part = rng.choice(sorted(PART_PRICE))
+        conv.append({"role": "user", "content": f"换一个{part}多少钱？"})
+        conv += _call("query_part_price", "part", part, {"part": part, "price": PART_PRICE[part]})
+        conv.append({"role": "assistant", "content": f"{part}的价格是{PART_PRICE[part]}元。"})
+    elif kind in ("code", "code_then_price"):
+        code = rng.choice(sorted(FAULT_CODES))
+        meaning, part = FAULT_CODES[code]
+        conv.append({"role": "user", "content": f"仪表报故障码{code}，是什么意思？"})
+        conv += _call("lookup_fault_code", "code", code, {"code": code, "meaning": meaning, "check": part})
+        conv.append({"role": "assistant", "content": f"{code}表示{meaning}，建议先检查{part}。"})
+        if kind == "code_then_price":
+            conv.append({"role": "user", "content": f"如果要换{part}，要多少钱？"})
+            conv += _call("query_part_price", "part", part, {"part": part, "price": PART_PRICE[part]})
+            conv.append({"role": "assistant", "content": f"{part}的价格是{PART_PRICE[part]}元。"})
+    else:
+        part, fault = rng.choice(sorted((p, f) for p, fs in PART_FAULTS.items() for f in fs if f in ADVICE))
+        conv.append({"role": "user", "content": f"我的车{part}{fault}，该怎么办？"})
+        conv.append({"role": "assistant", "content": f"{part}{fault}时，建议{ADVICE[fault]}。"})
+    if top_level_tools:  # the demo's form: the tool list beside the conversation
+        return {"tools": TOOL_SPECS, "conversations": conv}
+    return {"conversations": [{"role": "system", "content": TOOL_SYSTEM, "tools": TOOL_SPECS}] + conv}
+
+
+def make_tool_conversations(rng: random.Random) -> list[dict]:
+    """Eight conversations with tools, every kind twice, the two ways of giving the tool list alternating."""
+    kinds = ["price", "code", "code_then_price", "advice"] * 2
+    return [make_tool_conversation(rng, kind, top_level_tools=i % 2 == 0) for i, kind in enumerate(kinds)]
+
+
 def _write(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
@@ -175,6 +249,7 @@ def main(out_dir: Path = HERE) -> None:
     _write(out_dir / "spo_train.jsonl", train)
     _write(out_dir / "spo_test.jsonl", test)
     _write(out_dir / "chat3_train.jsonl", [make_conversation(rng) for _ in range(10)])
+    _write(out_dir / "tools3_train.jsonl", make_tool_conversations(random.Random(SEED + 3)))
 
     from glmlab.synth import Sizes, write_all
 

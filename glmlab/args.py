@@ -4,7 +4,8 @@ The flag names are the ones of the original ChatGLM fine-tuning commands
 (``--train_path --model_name_or_path --mode --train_type --freeze_module_name
 --pre_seq_len --prefix_projection --lora_dim ... --ds_file --gradient_checkpointing
 --show_loss_step --output_dir``), so existing commands keep working; glmlab adds
-``--precision``, ``--eval_path``, ``--resume_from``, ``--max_steps`` and ``--max_grad_norm``.
+``--precision``, ``--eval_path``, ``--resume_from``, ``--max_steps``, ``--max_grad_norm``,
+``--save_total_limit`` and ``--save_only_model``.
 
 Validation happens in two places, both before DeepSpeed or a model is touched:
 
@@ -153,6 +154,17 @@ class TrainArgs:
         "step counter, data position and random state.",
         default=None,
     )
+    save_total_limit: int | None = _help(
+        "Keep DeepSpeed's state (optimizer, ZeRO partitions: what --resume_from needs, often several times "
+        "the weights) only in the newest K checkpoints; older ones keep their weights or adapter, for "
+        "inference. Pruned only once the new checkpoint is completely written. Default: keep every state.",
+        default=None,
+    )
+    save_only_model: bool = _help(
+        "Write only the weights or adapter in each checkpoint, no DeepSpeed state at all "
+        "(the smallest checkpoints; --resume_from cannot continue from them).",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for name, value in (("mode", self.mode), ("train_type", self.train_type)):
@@ -166,7 +178,7 @@ class TrainArgs:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ArgsError(f"--{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("max_steps", "save_model_step"):
+        for name in ("max_steps", "save_model_step", "save_total_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ArgsError(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if not self.learning_rate > 0:
@@ -210,11 +222,11 @@ class TrainArgs:
         if not isinstance(ds_config, dict):
             raise ArgsError(f"--ds_file {ds_path}: expected a JSON object")
         if self.resume_from is not None:
-            from glmlab.checkpoint import DS_STATE_TAG
+            from glmlab.checkpoint import resume_problem
 
-            if not (Path(self.resume_from) / DS_STATE_TAG).is_dir():
-                raise ArgsError(f"--resume_from {self.resume_from}: not a glmlab checkpoint with DeepSpeed state "
-                                f"(no {DS_STATE_TAG}/ folder)")
+            problem = resume_problem(self.resume_from)
+            if problem:
+                raise ArgsError(f"--resume_from {problem}")
 
     @property
     def ds_path(self) -> Path:

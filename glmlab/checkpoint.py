@@ -17,6 +17,22 @@ are written by their owners). The folder is first written as ``.epoch-E-step-S.t
 renamed by rank 0 once complete, so a crash never leaves a half-written checkpoint
 under the final name. ``output_dir`` must be one shared folder for all processes
 (as DeepSpeed checkpoints need).
+
+Disk use
+--------
+DeepSpeed's state is the big part: for full fine-tuning it holds fp32 master weights and
+two Adam moments (about 72 GB for ChatGLM2-6B), several times the weights themselves. So:
+
+* ``--save_only_model`` writes no ``deepspeed/`` folder at all;
+* ``--save_total_limit K`` keeps it only in the newest K checkpoints. Once a new checkpoint is
+  completely in place, rank 0 prunes the older ones (:func:`prune_deepspeed_states`): it first
+  marks the folder's ``glmlab_checkpoint.json`` (rewritten atomically) and only then deletes its
+  ``deepspeed/``, so a crash at any moment leaves every checkpoint either resumable or marked,
+  and the new one untouched. The weights or adapter of every checkpoint stay, loadable for inference.
+
+``glmlab_checkpoint.json`` says which, in ``"deepspeed_state"``: ``"saved"``, ``"pruned"`` or
+``"not_saved"``; :func:`resume_problem` turns the last two into one line for ``--resume_from``.
+Each save prints the checkpoint's size on disk, and each prune what it freed.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +51,9 @@ import torch.distributed as dist
 
 DS_STATE_TAG = "deepspeed"
 INFO_NAME = "glmlab_checkpoint.json"
+# The field of INFO_NAME saying what became of the DeepSpeed state, and its values.
+STATE_FIELD = "deepspeed_state"
+SAVED, PRUNED, NOT_SAVED = "saved", "pruned", "not_saved"
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -43,10 +63,16 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """The checkpoint of ``output_dir`` with the highest optimizer step (``epoch-E-step-S``)."""
-    folders = [p for p in Path(output_dir).glob("epoch-*-step-*") if p.is_dir()]
+    folders = checkpoint_folders(output_dir)
     if not folders:
         raise FileNotFoundError(f"{output_dir}: no epoch-E-step-S checkpoint folder")
-    return max(folders, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return folders[-1]
+
+
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """The ``epoch-E-step-S`` folders of ``output_dir``, oldest (lowest optimizer step) first."""
+    folders = [p for p in Path(output_dir).glob("epoch-*-step-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+    return sorted(folders, key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
 def _rank() -> int:
@@ -105,25 +131,31 @@ def gather_state_dict(engine, trainable_only: bool) -> dict[str, torch.Tensor] |
 
 
 # --------------------------------------------------------------------------- save
-def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int, position: dict[str, int]) -> Path:
+def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int, position: dict[str, int],
+                    log: Callable[[str], Any] = print) -> Path:
     """Write ``output_dir/epoch-E-step-S`` atomically; every process must call it. Returns the folder.
 
     ``position`` says where training stands (``epoch`` index from 0, ``micro_step`` within
     that epoch, optimizer ``step``); it is stored with DeepSpeed's state for ``--resume_from``.
+    With ``args.save_only_model`` no DeepSpeed state is written; with ``args.save_total_limit``
+    the older checkpoints' states are pruned once this one is in place. Rank 0 reports the
+    checkpoint's size (and what pruning freed) through ``log``.
     """
     output_dir = Path(args.output_dir)
     name = checkpoint_name(epoch, step)
     final, tmp = output_dir / name, output_dir / f".{name}.tmp"
     rank = _rank()
+    with_state = not getattr(args, "save_only_model", False)
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crashed save
-        (tmp / DS_STATE_TAG).mkdir(parents=True)
+        (tmp / DS_STATE_TAG if with_state else tmp).mkdir(parents=True)
     _barrier()
 
-    # DeepSpeed state: every rank writes its optimizer partition; rank 0 also the module and client state.
-    engine.save_checkpoint(str(tmp), tag=DS_STATE_TAG, client_state={"glmlab_position": position},
-                           save_latest=False, exclude_frozen_parameters=True)
-    torch.save(rng_state(), tmp / DS_STATE_TAG / f"rng-rank{rank}.pt")
+    if with_state:
+        # DeepSpeed state: every rank writes its optimizer partition; rank 0 also the module and client state.
+        engine.save_checkpoint(str(tmp), tag=DS_STATE_TAG, client_state={"glmlab_position": position},
+                               save_latest=False, exclude_frozen_parameters=True)
+        torch.save(rng_state(), tmp / DS_STATE_TAG / f"rng-rank{rank}.pt")
 
     state_dict = gather_state_dict(engine, trainable_only=strategy.saves == "trainable")
     if rank == 0:
@@ -140,10 +172,21 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
             "zero_stage": engine.zero_optimization_stage(),
             "world_size": dist.get_world_size() if dist.is_initialized() else 1,
             "saves": strategy.saves_what,
+            STATE_FIELD: SAVED if with_state else NOT_SAVED,
             "args": asdict(args),
         }
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace(tmp, final)
+        if with_state:
+            log(f"saved {final} ({format_size(disk_usage(final))}; "
+                f"DeepSpeed state {format_size(disk_usage(final / DS_STATE_TAG))})")
+        else:
+            log(f"saved {final} ({format_size(disk_usage(final))}; no DeepSpeed state: --save_only_model)")
+        limit = getattr(args, "save_total_limit", None)
+        if limit and with_state:  # only now that the new checkpoint is complete and in place
+            for folder, freed in prune_deepspeed_states(output_dir, limit, newest=final):
+                log(f"pruned the DeepSpeed state of {folder} (--save_total_limit {limit}): freed {format_size(freed)}; "
+                    f"its weights stay, for inference")
     _barrier()
     return final
 
@@ -174,6 +217,99 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- disk use and pruning
+def disk_usage(path: str | Path) -> int:
+    """Bytes that the files under ``path`` take on disk (allocated blocks, as ``du`` counts them)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
+
+
+def format_size(num_bytes: int) -> str:
+    """``12.3 MiB``-style size (binary units, as ``du -h``)."""
+    size = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``glmlab_checkpoint.json`` (``{}`` when it has none or it is unreadable)."""
+    try:
+        info = json.loads((Path(folder) / INFO_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def has_deepspeed_state(folder: str | Path) -> bool:
+    """Whether ``folder`` holds DeepSpeed state that ``--resume_from`` can use (neither pruned nor left out)."""
+    return read_info(folder).get(STATE_FIELD, SAVED) == SAVED and (Path(folder) / DS_STATE_TAG).is_dir()
+
+
+def _write_info(folder: Path, info: dict[str, Any]) -> None:
+    """Rewrite ``folder``'s ``glmlab_checkpoint.json`` atomically (a reader sees the old or the new file)."""
+    tmp = folder / f".{INFO_NAME}.tmp"
+    tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / INFO_NAME)
+
+
+def prune_deepspeed_states(output_dir: str | Path, keep: int, newest: str | Path) -> list[tuple[Path, int]]:
+    """Delete the DeepSpeed state of every checkpoint of ``output_dir`` but the newest ``keep`` (rank 0 only).
+
+    ``newest`` (the checkpoint just written) is always kept, whatever its step; the others are
+    ranked by optimizer step. A pruned folder is first marked ``"deepspeed_state": "pruned"`` in
+    its ``glmlab_checkpoint.json``, then its ``deepspeed/`` is renamed away and deleted, so a crash
+    midway leaves a marked folder (never a half-deleted state that looks resumable). Leftovers of
+    such a crash are deleted too. Returns ``(folder, bytes freed)`` per folder that freed space.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (got {keep})")
+    newest = Path(newest)
+    with_state = [p for p in reversed(checkpoint_folders(output_dir)) if p != newest and has_deepspeed_state(p)]
+    freed: list[tuple[Path, int]] = []
+    for folder in with_state[keep - 1:]:
+        _write_info(folder, {**read_info(folder), STATE_FIELD: PRUNED})
+    for folder in checkpoint_folders(output_dir):
+        if folder == newest or read_info(folder).get(STATE_FIELD) != PRUNED:
+            continue
+        state, doomed = folder / DS_STATE_TAG, folder / f".{DS_STATE_TAG}.pruned"
+        if not (state.exists() or doomed.exists()):
+            continue
+        size = disk_usage(state) + disk_usage(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)  # a leftover of a crash while deleting
+        if state.exists():
+            os.replace(state, doomed)  # a state is never half-deleted under its own name
+            shutil.rmtree(doomed)
+        freed.append((folder, size))
+    return freed
+
+
+def resume_problem(folder: str | Path) -> str | None:
+    """Why ``--resume_from folder`` cannot work, in one line starting with the folder; ``None`` if it can."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder}: no such folder"
+    state = read_info(folder).get(STATE_FIELD, SAVED)
+    if state == PRUNED:
+        resumable = [p for p in checkpoint_folders(folder.parent) if has_deepspeed_state(p)]
+        where = f"resume from {resumable[-1]}" if resumable else f"no checkpoint of {folder.parent} keeps it"
+        return f"{folder}: has no DeepSpeed state (pruned by --save_total_limit; {where})"
+    if state == NOT_SAVED:
+        return (f"{folder}: has no DeepSpeed state (saved with --save_only_model: its weights are for inference, "
+                f"training cannot resume from it)")
+    if not (folder / DS_STATE_TAG).is_dir():
+        return f"{folder}: not a glmlab checkpoint with DeepSpeed state (no {DS_STATE_TAG}/ folder)"
+    return None
 
 
 # --------------------------------------------------------------------------- resume

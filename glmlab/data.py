@@ -24,18 +24,43 @@ samples. A sample is either
 * an instruction sample ``{"instruction": str, "input": str, "output": str}``
   (all modes), or
 * a ChatGLM3 conversation (``glm3`` only): ``{"conversations": [message, ...]}``
-  or the bare list ``[message, ...]``, each message
-  ``{"role": "system"|"user"|"assistant", "content": str}``. A file whose whole
-  content is one list of messages is read as one conversation.
+  (optionally with ``"tools": [tool, ...]``) or the bare list ``[message, ...]``, each
+  message ``{"role": "system"|"user"|"assistant"|"observation", "content": str}``. A file
+  whose whole content is one list of messages is read as one conversation.
 
-Conversations are encoded the way the official ChatGLM3 ``finetune_demo`` does:
-``[gMASK] sop`` then, per message, ``<|role|> \\n content``, then ``</s>``. Every
-assistant message is supervised on its ``\\n``, its content and the token that
-follows it (the next message's role token, or the final ``</s>``), so the model
-learns both what to say and when to stop; system and user messages and the
-``<|assistant|>`` token itself are not supervised. A conversation is cut to
-``max_len`` tokens (``max_src_len`` is not used for it); one that keeps no
-supervised token after the cut is dropped and counted in ``skipped``.
+Conversations are encoded the way the official ChatGLM3 ``finetune_demo`` does, each
+message as the official tokenizer's ``build_single_message`` builds it:
+``[gMASK] sop`` then, per message, ``<|role|> metadata \\n content``, then ``</s>``.
+Every assistant message is supervised on the tokens after its role token (its metadata
+line, its content) and on the token that follows it (the next message's role token, or
+the final ``</s>``), so the model learns both what to say and when to stop (after a tool
+call: ``<|observation|>``); system, user and observation messages and the
+``<|assistant|>`` token itself are not supervised. An assistant message with
+``"loss": false`` is not supervised either (as in the demo). A conversation is cut to
+``max_len`` tokens (``max_src_len`` is not used for it); one that keeps no supervised
+token after the cut is dropped and counted in ``skipped``.
+
+Conversations with tools
+------------------------
+The official fine-tuning demo's tool format:
+
+* the tool list, ``"tools": [{"name": ..., "description": ..., "parameters": ...}, ...]``,
+  either at the top of the sample or on a system message (``{"role": "system",
+  "content": ..., "tools": [...]}``, as ``build_chat_input`` takes it). It is written into
+  the system message exactly as the official tokenizer does: ``content + "\\n" +
+  json.dumps(tools, indent=4, ensure_ascii=False)``. A top-level list goes onto the
+  conversation's first message when that is a system message, else onto a new first
+  system message whose content is the demo's :data:`TOOLS_PROMPT`;
+* a tool call is an assistant message whose ``metadata`` is the tool's name and whose
+  content is the call, e.g. ``"```python\\ntool_call(part='火花塞')\\n```"`` (what
+  ChatGLM3's ``chat`` parses back into ``{"name", "parameters"}``);
+* the tool's answer is an ``observation`` message, directly after the call;
+* the demo's shorthand ``{"role": "tool", "name": ..., "parameters": {...},
+  "observation": ...}`` is accepted and expanded into that call and that observation
+  (the call written as the demo writes it, ``tool_call(key=value, ...)`` in a python
+  block; a non-string observation as JSON).
+
+:func:`show_turns` lists a conversation's encoded turns with what the loss sees of each.
 
 Every file is validated by :func:`read_samples` before any encoding (or model
 loading) happens; problems raise :class:`DataError` naming the file and line.
@@ -43,6 +68,7 @@ loading) happens; problems raise :class:`DataError` naming the file and line.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -59,7 +85,11 @@ logger = logging.getLogger(__name__)
 
 MODES = ("glm", "glm2", "glm3")
 IGNORE_INDEX = -100
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "observation")
+# The fine-tuning demo's shorthand for a tool call and its observation (expanded when encoding).
+TOOL_ROLE = "tool"
+# The system prompt the official demos put before a tool list when the sample gives none.
+TOOLS_PROMPT = "Answer the following questions as best as you can. You have access to the following tools:"
 INSTRUCTION_FIELDS = ("instruction", "input", "output")
 
 # Prompt templates of the original fine-tuning code (single round).
@@ -110,21 +140,10 @@ def _validate(sample: Any, where: str, references: bool = False) -> dict:
     if not isinstance(sample, dict):
         raise DataError(f"{where}: a sample must be a JSON object or a list of messages, got {type(sample).__name__}")
     if "conversations" in sample:
-        conv = sample["conversations"]
-        if not isinstance(conv, list) or not conv:
-            raise DataError(f"{where}: 'conversations' must be a non-empty list of messages")
-        for i, msg in enumerate(conv):
-            if not isinstance(msg, dict):
-                raise DataError(f"{where}: message {i} must be an object with 'role' and 'content'")
-            for key in ("role", "content"):
-                if key not in msg:
-                    raise DataError(f"{where}: message {i} is missing the field '{key}'")
-                if not isinstance(msg[key], str):
-                    kind = type(msg[key]).__name__
-                    raise DataError(f"{where}: message {i} field '{key}' must be a string, got {kind}")
-            if msg["role"] not in ROLES:
-                raise DataError(f"{where}: message {i} has role {msg['role']!r}; expected one of {', '.join(ROLES)}")
+        _validate_conversation(sample, where)
         return sample
+    if "tools" in sample:
+        raise DataError(f"{where}: 'tools' belongs to a conversation sample ({{\"tools\": [...], \"conversations\": [...]}})")
     for key in INSTRUCTION_FIELDS:
         if key not in sample:
             raise DataError(f"{where}: missing the field '{key}' (a sample needs {', '.join(INSTRUCTION_FIELDS)})")
@@ -135,6 +154,101 @@ def _validate(sample: Any, where: str, references: bool = False) -> dict:
             expected = "a string or a non-empty list of strings" if references and key == "output" else "a string"
             raise DataError(f"{where}: field '{key}' must be {expected}, got {type(value).__name__}")
     return sample
+
+
+def _tool_name(tool: Any) -> str | None:
+    """The name of one tools entry: ``{"name": ...}`` or the OpenAI form ``{"function": {"name": ...}}``."""
+    if not isinstance(tool, dict):
+        return None
+    name = tool.get("name")
+    if name is None and isinstance(tool.get("function"), dict):
+        name = tool["function"].get("name")
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def _tool_names(tools: Any, where: str, owner: str) -> list[str]:
+    """Validate a tools list (``owner`` says where it sits) and return its names."""
+    if not isinstance(tools, list) or not tools:
+        raise DataError(f"{where}: {owner} 'tools' must be a non-empty list of tool descriptions")
+    names: list[str] = []
+    for i, tool in enumerate(tools):
+        name = _tool_name(tool)
+        if name is None:
+            raise DataError(f"{where}: {owner} tools entry {i} has no 'name' "
+                            f"(a tool is an object {{\"name\": ..., \"description\": ..., \"parameters\": ...}})")
+        if name in names:
+            raise DataError(f"{where}: {owner} tools entries {names.index(name)} and {i} are both named {name!r}")
+        names.append(name)
+    return names
+
+
+def _validate_conversation(sample: dict, where: str) -> None:
+    """Check a conversation sample (roles, fields, tools, tool calls and observations) in place."""
+    conv = sample["conversations"]
+    if not isinstance(conv, list) or not conv:
+        raise DataError(f"{where}: 'conversations' must be a non-empty list of messages")
+    tools: list[str] | None = None
+    if "tools" in sample:
+        tools = _tool_names(sample["tools"], where, "the sample's")
+    roles = ROLES + (TOOL_ROLE,)
+    previous = None  # the previous message, to place observations
+    for i, msg in enumerate(conv):
+        if not isinstance(msg, dict):
+            raise DataError(f"{where}: message {i} must be an object with 'role' and 'content'")
+        if "role" not in msg:
+            raise DataError(f"{where}: message {i} is missing the field 'role'")
+        role = msg["role"]
+        if not isinstance(role, str):
+            raise DataError(f"{where}: message {i} field 'role' must be a string, got {type(role).__name__}")
+        if role not in roles:
+            raise DataError(f"{where}: message {i} has role {role!r}; expected one of {', '.join(roles)}")
+        needed = ("name", "parameters", "observation") if role == TOOL_ROLE else ("content",)
+        for key in needed:
+            if key not in msg:
+                raise DataError(f"{where}: message {i} is missing the field '{key}'")
+        for key in ("content", "metadata") + (("name",) if role == TOOL_ROLE else ()):
+            if key in msg and not isinstance(msg[key], str):
+                raise DataError(f"{where}: message {i} field '{key}' must be a string, got {type(msg[key]).__name__}")
+        if "loss" in msg and not isinstance(msg["loss"], bool):
+            raise DataError(f"{where}: message {i} field 'loss' must be true or false, got {msg['loss']!r}")
+        if "tools" in msg:
+            if role != "system":
+                raise DataError(f"{where}: message {i} ({role}) has 'tools'; only a system message carries them")
+            if tools is not None:
+                raise DataError(f"{where}: message {i} gives a second tools list; give the tools once "
+                                f"(at the top of the sample or on one system message)")
+            tools = _tool_names(msg["tools"], where, f"message {i}'s")
+        if msg.get("metadata", "") and role != "assistant":
+            raise DataError(f"{where}: message {i} ({role}) has 'metadata'; only an assistant tool call has one "
+                            f"(the tool's name)")
+        called = msg.get("metadata", "").strip() if role == "assistant" else None
+        if role == TOOL_ROLE:
+            called = msg["name"].strip()
+            if not isinstance(msg["parameters"], dict):
+                raise DataError(f"{where}: message {i} field 'parameters' must be an object of argument values, "
+                                f"got {type(msg['parameters']).__name__}")
+            bad = [key for key in msg["parameters"] if not key.isidentifier()]
+            if bad:
+                raise DataError(f"{where}: message {i} parameter {bad[0]!r} is not a Python name (the call is "
+                                f"written tool_call(name=value, ...))")
+        if called and tools is None:
+            raise DataError(f"{where}: message {i} calls the tool {called!r}, but the sample has no tools list "
+                            f"(give 'tools' at the top of the sample or on its system message)")
+        if called and called not in tools:
+            raise DataError(f"{where}: message {i} calls the tool {called!r}, which is not in the tools list "
+                            f"({', '.join(tools)})")
+        if role == "observation":
+            after_call = previous is not None and previous["role"] == "assistant" and previous.get("metadata", "").strip()
+            if not after_call:
+                if previous is None:
+                    what = "starts the conversation"
+                elif previous["role"] == TOOL_ROLE:
+                    what = f"comes after message {i - 1}, a 'tool' message that holds its own observation"
+                else:
+                    what = f"comes after message {i - 1} ({previous['role']}, not a tool call)"
+                raise DataError(f"{where}: message {i} is an observation but {what}; an observation must directly "
+                                f"follow an assistant tool call (an assistant message with 'metadata', the tool's name)")
+        previous = msg
 
 
 def _is_message_list(value: Any) -> bool:
@@ -297,32 +411,87 @@ def _glm_source_tokens(sample: dict, tokenizer, mode: str, max_src_len: int) -> 
     return cut, len(src), truncated
 
 
-def _message_ids(tokenizer, role: str, content: str) -> list[int]:
-    """``<|role|> \\n content`` as ChatGLM3 builds one message (no metadata)."""
-    return (
-        [tokenizer.get_command(f"<|{role}|>")]
-        + tokenizer.encode("\n", add_special_tokens=False)
-        + tokenizer.encode(content, add_special_tokens=False)
-    )
+def chat_messages(sample: dict | list) -> list[dict]:
+    """A validated conversation as the message list ChatGLM3's ``build_chat_input`` takes as history.
+
+    Each message is ``{"role", "content"}`` plus ``"metadata"`` (an assistant tool call's tool
+    name), ``"tools"`` (on the system message that carries the tool list) and ``"loss"`` where
+    the sample gives them. A top-level ``tools`` list is moved onto the first message when it is
+    a system message, else onto a new system message with :data:`TOOLS_PROMPT`; the demo's
+    ``tool`` shorthand becomes an assistant tool call and an observation.
+    """
+    sample = _canonical(sample)
+    messages: list[dict] = []
+    for msg in sample["conversations"]:
+        if msg["role"] != TOOL_ROLE:
+            messages.append(dict(msg))
+            continue
+        call = {"role": "assistant", "metadata": msg["name"], "content": _tool_call_code(msg["parameters"])}
+        if "loss" in msg:
+            call["loss"] = msg["loss"]
+        observation = msg["observation"]
+        if not isinstance(observation, str):
+            observation = json.dumps(observation, ensure_ascii=False)
+        messages += [call, {"role": "observation", "content": observation}]
+    if "tools" in sample:
+        if messages[0]["role"] == "system":
+            messages[0]["tools"] = sample["tools"]
+        else:
+            messages.insert(0, {"role": "system", "content": TOOLS_PROMPT, "tools": sample["tools"]})
+    return messages
+
+
+def _tool_call_code(parameters: dict) -> str:
+    """A tool call as the demo writes it for ChatGLM3: ``tool_call(key=value, ...)`` in a python block."""
+    keywords = [ast.keyword(arg=key, value=ast.Constant(value)) for key, value in parameters.items()]
+    call = ast.Call(func=ast.Name(id="tool_call"), args=[], keywords=keywords)
+    return "```python\n" + ast.unparse(call) + "\n```"
+
+
+def _message_ids(tokenizer, msg: dict) -> list[int]:
+    """``<|role|> metadata \\n content`` exactly as ChatGLM3's ``build_single_message`` builds one message.
+
+    A system message carrying ``tools`` gets them appended to its content as the official
+    ``build_chat_input`` does: ``content + "\\n" + json.dumps(tools, indent=4, ensure_ascii=False)``.
+    ``metadata`` and its newline are encoded as one text, as the official tokenizer does.
+    """
+    content = msg["content"]
+    if msg["role"] == "system" and "tools" in msg:
+        content = content + "\n" + json.dumps(msg["tools"], indent=4, ensure_ascii=False)
+    return tokenizer.build_single_message(msg["role"], msg.get("metadata", ""), content)
+
+
+def _supervised(msg: dict) -> bool:
+    """Whether the loss falls on a message: assistant messages, unless they say ``"loss": false``."""
+    return msg["role"] == "assistant" and msg.get("loss", True)
+
+
+def _conversation_segments(sample: dict, tokenizer) -> list[tuple[str, list[int], bool]]:
+    """``(role, ids, supervised)`` per piece of the full sequence: the ``[gMASK] sop`` head, each
+    message, the final ``</s>``. ``supervised`` says whether the tokens *after* each of these ids
+    are targets (the official demo's loss mask, before its shift by one)."""
+    segments = [("prefix", [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")], False)]
+    for msg in chat_messages(sample):
+        segments.append((msg["role"], _message_ids(tokenizer, msg), _supervised(msg)))
+    segments.append(("end", [tokenizer.eos_token_id], False))
+    return segments
 
 
 def _encode_conversation(sample: dict, tokenizer, max_len: int) -> EncodedSample:
-    input_ids = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
-    supervise = [False, False]  # whether the *next* position's token is predicted and supervised
+    input_ids: list[int] = []
+    supervise: list[bool] = []  # whether the *next* position's token is predicted and supervised
     src_len = tgt_len = 0
-    for msg in sample["conversations"]:
-        ids = _message_ids(tokenizer, msg["role"], msg["content"])
-        is_answer = msg["role"] == "assistant"
-        if is_answer:
-            tgt_len += len(ids)
-        else:
-            src_len += len(ids)
+    for role, ids, sup in _conversation_segments(sample, tokenizer):
+        if role not in ("prefix", "end"):
+            if sup:
+                tgt_len += len(ids)
+            else:
+                src_len += len(ids)
         input_ids += ids
-        supervise += [is_answer] * len(ids)
-    input_ids.append(tokenizer.eos_token_id)
+        supervise += [sup] * len(ids)
     # Official finetune_demo: the loss mask is shifted right by one, so an assistant
-    # message supervises its "\n", its content and the token after it.
-    supervise = [False] + supervise
+    # message supervises what follows its role token, and the token after it.
+    supervise = [False] + supervise[:-1]
     labels = [tok if sup else IGNORE_INDEX for tok, sup in zip(input_ids, supervise)]
     truncated = len(input_ids) > max_len
     return EncodedSample(input_ids[:max_len], labels[:max_len], src_len, tgt_len, False, truncated)
@@ -388,12 +557,12 @@ def encode_prompt(sample: dict, tokenizer, mode: str, max_src_len: int) -> list[
     if _is_conversation(sample):
         if mode != "glm3":
             raise ValueError(f"conversation samples need mode glm3 (got mode {mode})")
-        conv = list(sample["conversations"])
+        conv = chat_messages(sample)
         if conv[-1]["role"] == "assistant":
             conv = conv[:-1]
         ids = [tokenizer.get_command("[gMASK]"), tokenizer.get_command("sop")]
         for msg in conv:
-            ids += _message_ids(tokenizer, msg["role"], msg["content"])
+            ids += _message_ids(tokenizer, msg)
         return ids + [tokenizer.get_command("<|assistant|>")]
     if max_src_len <= _SOURCE_TAIL[mode]:
         raise ValueError(f"max_src_len must be > {_SOURCE_TAIL[mode]} for mode {mode} (got {max_src_len})")
@@ -406,9 +575,80 @@ def encode_prompt(sample: dict, tokenizer, mode: str, max_src_len: int) -> list[
     return head + src + [tokenizer.get_command("<|assistant|>")]
 
 
+# --------------------------------------------------------------------------- showing a conversation
+
+
+@dataclass(frozen=True)
+class TurnPiece:
+    """A run of consecutive tokens of one encoded conversation that the loss treats alike.
+
+    ``role`` is the message the tokens belong to (``prefix`` for ``[gMASK] sop``, ``end`` for
+    the final ``</s>``), ``text`` the tokens decoded (special tokens by name) and
+    ``supervised`` whether they are loss targets (label = the token, not -100).
+    """
+
+    role: str
+    text: str
+    supervised: bool
+    num_tokens: int
+
+
+def _piece_text(tokenizer, ids: list[int]) -> str:
+    """Decode ``ids``, writing command tokens and ``</s>`` by name (``decode`` would drop some)."""
+    specials = set(getattr(tokenizer, "command_ids", ())) | {tokenizer.eos_token_id}
+    text, run = "", []
+    for token in ids + [None]:
+        if token is not None and token not in specials:
+            run.append(token)
+            continue
+        if run:
+            text += tokenizer.decode(run)
+            run = []
+        if token is not None:
+            text += tokenizer.convert_ids_to_tokens([token])[0]
+    return text
+
+
+def show_turns(sample: dict | list, tokenizer, max_len: int = 1024) -> list[TurnPiece]:
+    """A ChatGLM3 conversation as training encodes it (cut to ``max_len``), one row per run of tokens.
+
+    Consecutive tokens of one message with the same label mask form one :class:`TurnPiece`, so
+    a reader sees, message by message, which tokens the loss falls on: e.g. an assistant
+    message's role token is context while its metadata line, content and the next role token
+    are supervised. The sample is validated first (:class:`DataError` on a bad one); print the
+    rows with :func:`format_turns`.
+    """
+    sample = _validate(sample, "sample")
+    if not _is_conversation(sample):
+        raise ValueError("show_turns shows ChatGLM3 conversations ({'conversations': [...]})")
+    encoded = _encode_conversation(sample, tokenizer, max_len)
+    owners = [role for role, ids, _ in _conversation_segments(sample, tokenizer) for _ in ids]
+    pieces: list[TurnPiece] = []
+    start = 0
+    for end in range(1, len(encoded.input_ids) + 1):
+        here = (owners[start], encoded.labels[start] != IGNORE_INDEX)
+        if end < len(encoded.input_ids) and (owners[end], encoded.labels[end] != IGNORE_INDEX) == here:
+            continue
+        ids = encoded.input_ids[start:end]
+        pieces.append(TurnPiece(here[0], _piece_text(tokenizer, ids), here[1], len(ids)))
+        start = end
+    return pieces
+
+
+def format_turns(pieces: Sequence[TurnPiece], width: int | None = 100) -> str:
+    """:func:`show_turns` rows as a plain-text table (newlines shown as ``\\n``; text cut to ``width``)."""
+    lines = [f"{'role':<12} {'loss':<4} {'tokens':>6}  text"]
+    for piece in pieces:
+        text = piece.text.replace("\n", "\\n")
+        if width is not None and len(text) > width:
+            text = text[: width - 1] + "…"
+        lines.append(f"{piece.role:<12} {'yes' if piece.supervised else '-':<4} {piece.num_tokens:>6}  {text}")
+    return "\n".join(lines)
+
+
 def _has_empty_output(sample: dict) -> bool:
     if _is_conversation(sample):
-        return any(m["role"] == "assistant" and not m["content"].strip() for m in sample["conversations"])
+        return any(m["role"] == "assistant" and not m["content"].strip() for m in chat_messages(sample))
     return not sample["output"].strip()
 
 

@@ -415,10 +415,9 @@ def train(run: Run) -> int:
             position = {"epoch": epoch + 1, "micro_step": 0, "step": step}
         else:
             position = {"epoch": epoch, "micro_step": micro_step, "step": step}
-        folder = save_checkpoint(engine, run.strategy, run.tokenizer, args, epoch=epoch + 1, step=step, position=position)
+        folder = save_checkpoint(engine, run.strategy, run.tokenizer, args, epoch=epoch + 1, step=step, position=position,
+                                 log=bar.write)  # rank 0 writes its size, and what --save_total_limit pruned
         last_saved.update(step=step, folder=folder)
-        if run.rank == 0:
-            bar.write(f"saved {folder}")
         meter.restart_clock()  # saving is not step time
 
     engine.train()
