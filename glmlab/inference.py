@@ -15,13 +15,13 @@ official ChatGLM download or the output of ``glmlab.merge_lora``) into
 is this folder, is everything there, which base does it need) so command-line
 tools can fail before loading anything.
 
-:func:`generate_batch` generates for a batch of prompts with left padding, and
-:func:`chat` is the ChatGLM3 multi-turn chat.
+:func:`generate_batch` generates for a batch of prompts with left padding. :func:`chat` and
+:func:`stream_chat` (from :mod:`glmlab.chat`, importable from here) talk to any of the three
+generations the way the official ``model.chat`` / ``model.stream_chat`` do.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -299,6 +299,34 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def generation_kwargs(
+    model,
+    tokenizer,
+    mode: str,
+    max_new_tokens: int = 256,
+    do_sample: bool = DEFAULT_DO_SAMPLE,
+    top_p: float = DEFAULT_TOP_P,
+    temperature: float = DEFAULT_TEMPERATURE,
+    **gen_kwargs,
+) -> dict:
+    """The keyword arguments glmlab gives ``model.generate``: the mode's stop ids as ``eos_token_id``,
+    the pad id, and ``top_p``/``temperature`` only when sampling (greedy search would warn about
+    them). Shared by batch generation and chat, so a streamed answer equals a non-streamed one."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = stop_token_ids(tokenizer, mode, model)
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "eos_token_id": stops, "pad_token_id": pad_id}
+    if do_sample:
+        kwargs.update(top_p=top_p, temperature=temperature)
+    kwargs.update(gen_kwargs)
+    return kwargs
+
+
+def _cut_at_stop(row: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The generated ids before the first stop id (what follows it is padding)."""
+    cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+    return list(row[:cut])
+
+
 @torch.no_grad()
 def generate_ids(
     model,
@@ -314,21 +342,12 @@ def generate_ids(
     """Generate for a batch of prompts (left-padded) and return each row's new ids, cut before the first stop id."""
     if not prompts_ids or any(len(p) == 0 for p in prompts_ids):
         raise ValueError("generate needs at least one prompt and no empty prompt")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask = _left_pad(prompts_ids, pad_id)
+    kwargs = generation_kwargs(model, tokenizer, mode, max_new_tokens, do_sample, top_p, temperature, **gen_kwargs)
+    ids, mask = _left_pad(prompts_ids, kwargs["pad_token_id"])
     device = _model_device(model)
-    stops = stop_token_ids(tokenizer, mode, model)
-    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad_id)
-    if do_sample:  # only meaningful when sampling; passing them to greedy search just warns
-        kwargs.update(top_p=top_p, temperature=temperature)
-    kwargs.update(gen_kwargs)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-    new = out[:, ids.shape[1] :].tolist()
-    result = []
-    for row in new:
-        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-        result.append(row[:cut])
-    return result
+    stops = stop_token_ids(tokenizer, mode, model)
+    return [_cut_at_stop(row, stops) for row in out[:, ids.shape[1] :].tolist()]
 
 
 def _clean(text: str, mode: str) -> str:
@@ -366,47 +385,11 @@ def generate_batch(
     return [_clean(tokenizer.decode(ids), mode) for ids in new_ids]
 
 
-def _first_row(input_ids) -> list[int]:
-    """``build_chat_input`` returns a BatchEncoding; take its single row as a list of ints."""
-    if isinstance(input_ids, torch.Tensor):
-        input_ids = input_ids.tolist()
-    if input_ids and isinstance(input_ids[0], list):
-        input_ids = input_ids[0]
-    return [int(i) for i in input_ids]
+def __getattr__(name: str):
+    """``glmlab.inference.chat`` / ``stream_chat`` live in :mod:`glmlab.chat` (imported on first use,
+    since that module builds on this one)."""
+    if name in ("chat", "stream_chat"):
+        from glmlab import chat as chat_module
 
-
-def chat(
-    model,
-    tokenizer,
-    query: str,
-    history: list[dict] | None = None,
-    role: str = "user",
-    max_new_tokens: int = 1024,
-    do_sample: bool = True,
-    top_p: float = 0.8,
-    temperature: float = 0.8,
-    **gen_kwargs,
-) -> tuple[str, list[dict]]:
-    """One ChatGLM3 chat turn: answer ``query`` given ``history``; return ``(response, new_history)``.
-
-    ``history`` is a list of ``{"role", "content"}`` messages (``system`` /
-    ``user`` / ``assistant``), as ``tokenizer.build_chat_input`` takes it; it is not
-    modified. The new history adds the query and an assistant message
-    ``{"role": "assistant", "metadata": ..., "content": response}``. Defaults are
-    the official ChatGLM3 chat's (sampling, ``top_p=0.8``, ``temperature=0.8``);
-    pass ``do_sample=False`` for greedy, reproducible answers.
-    """
-    if not hasattr(tokenizer, "build_chat_input"):
-        raise ValueError("chat needs a ChatGLM3 tokenizer (with build_chat_input)")
-    history = copy.deepcopy(history) if history else []
-    prompt = _first_row(tokenizer.build_chat_input(query, history=history, role=role)["input_ids"])
-    (new_ids,) = generate_ids(
-        model, tokenizer, [prompt], "glm3", max_new_tokens, do_sample, top_p, temperature, **gen_kwargs
-    )
-    text = tokenizer.decode(new_ids)
-    # The answer is "metadata\ncontent"; plain answers have empty metadata.
-    metadata, content = text.split("\n", 1) if "\n" in text else ("", text)
-    content = content.strip()
-    history.append({"role": role, "content": query})
-    history.append({"role": "assistant", "metadata": metadata, "content": content})
-    return content, history
+        return getattr(chat_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

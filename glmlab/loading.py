@@ -690,13 +690,23 @@ class ChatGLMAutoTokenizer:
 AUTO_TOKENIZER_NAMES = ("ChatGLM2Tokenizer", "ChatGLM3Tokenizer", "ChatGLMTokenizer")
 _AUTO_TOKENIZERS = [type(name, (ChatGLMAutoTokenizer,), {"__module__": __name__}) for name in AUTO_TOKENIZER_NAMES]
 
+# The model classes' names. transformers' pipelines check ``type(model).__name__`` against the names
+# in the Auto mapping (``pipeline("text-generation", model=...)`` logs "The model
+# 'ChatGLM2ForConditionalGeneration' is not supported" otherwise). The mapping may hold a tuple per
+# config: the dispatcher first (the default), then stand-ins under these names, which dispatch the
+# same way; so a config whose ``architectures`` names one of them still loads through load_model.
+AUTO_MODEL_NAMES = ("ChatGLMForConditionalGeneration", "ChatGLM2ForConditionalGeneration")
+_AUTO_MODELS = (ChatGLMAutoModel,) + tuple(
+    type(name, (ChatGLMAutoModel,), {"__module__": __name__}) for name in AUTO_MODEL_NAMES
+)
+
 
 def register_auto_classes() -> None:
     """Register ``chatglm`` with AutoConfig, AutoModel, AutoModelForCausalLM and AutoTokenizer (idempotent)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     AutoConfig.register("chatglm", ChatGLMConfig, exist_ok=True)
-    AutoModel.register(ChatGLMConfig, ChatGLMAutoModel, exist_ok=True)
-    AutoModelForCausalLM.register(ChatGLMConfig, ChatGLMAutoModel, exist_ok=True)
+    AutoModel.register(ChatGLMConfig, _AUTO_MODELS, exist_ok=True)
+    AutoModelForCausalLM.register(ChatGLMConfig, _AUTO_MODELS, exist_ok=True)
     for stand_in in _AUTO_TOKENIZERS:
         AutoTokenizer.register(ChatGLMConfig, tokenizer_class=stand_in, exist_ok=True)

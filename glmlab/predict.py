@@ -1,4 +1,4 @@
-"""Predict a test file with a base model plus any training output, or chat with ChatGLM3.
+"""Predict a test file with a base model plus any training output, or chat with it.
 
 File mode::
 
@@ -13,12 +13,17 @@ lines, ROUGE-1/2/L and BLEU-4 as THUDM's official ChatGLM evaluation computes th
 (jieba + rouge-chinese, nltk) when they are lists of questions (doc-to-question), or as
 ``--metric`` says.
 
-Chat mode (ChatGLM3)::
+Chat mode (all three generations)::
 
     python -m glmlab.predict --checkpoint DIR --chat
+    python -m glmlab.predict --checkpoint DIR --chat --system "..." --tools tools.json   # ChatGLM3
 
-reads one query per line from stdin and keeps the history; an empty line clears it.
-:func:`chat` (from :mod:`glmlab.inference`) does one turn from Python.
+reads one query per line from stdin and streams each answer token by token, in the
+official chat format of the model's generation, keeping the history: ``clear`` starts over,
+``exit`` or end of input (Ctrl-D) leaves, Ctrl-C too. A ChatGLM3 session may open with a
+system prompt and a tools file (a JSON list of tool definitions, as the official tool demo
+passes them); after a tool call the next line is the tool's result (an ``observation``).
+:func:`glmlab.chat.chat` and :func:`glmlab.chat.stream_chat` do the same from Python.
 
 Every path and flag is checked before a model is loaded; a problem is one line on
 stderr and exit status 2.
@@ -27,6 +32,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -35,13 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from glmlab.chat import chat, chat_mode, stream_chat, system_history
 from glmlab.inference import (
     DEFAULT_DO_SAMPLE,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     CheckpointError,
     CheckpointInfo,
-    chat,
     checkpoint_mode,
     describe_checkpoint,
     generate_batch,
@@ -49,7 +55,18 @@ from glmlab.inference import (
 )
 from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
 
-__all__ = ["build_parser", "chat", "chat_loop", "main", "parse_args", "predict_samples", "reference_of", "score", "write_jsonl"]
+__all__ = [
+    "build_parser",
+    "chat",
+    "chat_loop",
+    "main",
+    "parse_args",
+    "predict_samples",
+    "read_tools",
+    "reference_of",
+    "score",
+    "write_jsonl",
+]
 
 PROG = "glmlab.predict"
 # glmlab.train's defaults; a checkpoint's glmlab_checkpoint.json records the values it was trained with.
@@ -87,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="auto", choices=["auto", "f1", "rouge", "none"],
                    help="score to print (auto: chosen by the references)")
     p.add_argument("--limit", type=int, help="predict only the first N samples")
-    p.add_argument("--chat", action="store_true", help="interactive ChatGLM3 chat on stdin instead of a test file")
+    p.add_argument("--chat", action="store_true", help="interactive chat on stdin instead of a test file")
+    p.add_argument("--system", help="--chat, ChatGLM3: the system prompt that opens the conversation")
+    p.add_argument("--tools", help="--chat, ChatGLM3: JSON file with a list of tool definitions the model may call")
     return p
 
 
@@ -133,6 +152,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     if args.chat:
         if args.test_path or args.output_path:
             raise UsageError("--chat reads stdin; do not pass --test_path / --output_path with it")
+        if args.tools is not None:
+            args.tools = read_tools(args.tools)
+    elif args.system is not None or args.tools is not None:
+        raise UsageError("--system and --tools go with --chat")
     else:
         if not args.test_path or not args.output_path:
             raise UsageError("pass --test_path and --output_path (or --chat)")
@@ -160,8 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         args.max_len = int(trained.get("max_len", DEFAULT_MAX_LEN))
     if args.max_src_len is None:
         args.max_src_len = int(trained.get("max_src_len", DEFAULT_MAX_SRC_LEN))
-    if args.chat and args.mode != "glm3":
-        raise UsageError(f"--chat needs a ChatGLM3 model (mode glm3); this one is {args.mode}")
+    if args.chat and (args.system is not None or args.tools is not None) and args.mode != "glm3":
+        raise UsageError(f"--system and --tools need a ChatGLM3 model (mode glm3); this one is {args.mode}")
 
     if not args.chat:
         try:
@@ -185,6 +208,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
         if any("conversations" in s for s in args.samples) and args.mode != "glm3":
             raise UsageError(f"{args.test_path}: conversation samples need a ChatGLM3 model; this one is {args.mode}")
     return args, info
+
+
+def read_tools(path: str | Path) -> list[dict]:
+    """The tool definitions of a ``--tools`` file: a JSON list of objects, each with a ``"name"``
+    (as the official ChatGLM3 tool demo writes them). Raises :class:`UsageError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--tools {path}: file not found")
+    try:
+        tools = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--tools {path}: not valid JSON ({err})") from None
+    if not isinstance(tools, list):
+        raise UsageError(f"--tools {path}: expected a JSON list of tool definitions, got {type(tools).__name__}")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise UsageError(f'--tools {path}: tool {i} is not an object with a "name"')
+    return tools
 
 
 def reference_of(sample: dict):
@@ -259,26 +300,70 @@ def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
         raise
 
 
-def chat_loop(model, tokenizer, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, **gen_kwargs) -> list[dict]:
-    """Interactive chat: one query per line, history kept across turns; an empty line clears it.
+def _stream_answer(model, tokenizer, query: str, history: list, mode: str, role: str, stdout: TextIO, gen_kwargs):
+    """Stream one answer to ``stdout`` as it grows; return ``(response, new_history)``."""
+    printed, response, new_history = "", "", history
+    stream = stream_chat(model, tokenizer, query, history, mode=mode, role=role, **gen_kwargs)
+    with contextlib.closing(stream):  # Ctrl-C stops the generation thread at once
+        for response, new_history in stream:
+            if isinstance(response, str) and response.startswith(printed):
+                print(response[len(printed) :], end="", file=stdout, flush=True)
+                printed = response
+    if isinstance(response, dict):  # a ChatGLM3 tool call: its code was streamed, here is what it calls
+        print(("\n" if printed else "") + "[tool call] " + json.dumps(response, ensure_ascii=False), file=stdout)
+    elif response != printed:  # not expected (each streamed answer extends the last), but never hide the answer
+        print(f"\nChatGLM：{response}", file=stdout)
+    else:
+        print(file=stdout)
+    stdout.flush()
+    return response, new_history
 
-    Stops at end of input (Ctrl-D) or Ctrl-C; returns the final history.
+
+def chat_loop(
+    model,
+    tokenizer,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    *,
+    mode: str | None = None,
+    system: str | None = None,
+    tools: list[dict] | None = None,
+    **gen_kwargs,
+) -> list:
+    """Interactive chat: one query per line, each answer streamed as it is generated, history kept.
+
+    ``clear`` starts over (the system prompt and tools stay), ``exit`` or end of input (Ctrl-D)
+    leaves, so does Ctrl-C (generation stops at the next token). ``mode`` defaults to the
+    tokenizer's generation. ChatGLM3 only: ``system`` / ``tools`` open the history with a system
+    message; after a tool call the next line is the tool's result (role ``observation``).
+    Extra keyword arguments go to :func:`glmlab.chat.stream_chat`. Returns the final history.
     """
-    history: list[dict] = []
-    print("Chat with the model. Empty line: clear the history. Ctrl-D: quit.", file=stdout, flush=True)
+    stdin = sys.stdin if stdin is None else stdin  # read at call time, so a replaced sys.stdin is honoured
+    stdout = sys.stdout if stdout is None else stdout
+    mode = chat_mode(model, tokenizer, mode)
+    if mode != "glm3" and (system is not None or tools is not None):
+        raise ValueError(f"a system prompt and tools need a ChatGLM3 model (mode glm3); this one is {mode}")
+    start = system_history(system, tools)
+    history, role = list(start), "user"
+    print(f"Chat with the model ({mode}). clear: start over; exit or Ctrl-D: quit.", file=stdout, flush=True)
     try:
         while True:
-            print("用户：", end="", file=stdout, flush=True)
+            print("观察：" if role == "observation" else "用户：", end="", file=stdout, flush=True)
             line = stdin.readline()
             if not line:
                 break
-            query = line.rstrip("\n")
-            if not query.strip():
-                history = []
+            query = line.rstrip("\r\n")
+            if query.strip() == "exit":
+                break
+            if query.strip() == "clear":
+                history, role = list(start), "user"
                 print("(history cleared)", file=stdout, flush=True)
                 continue
-            response, history = chat(model, tokenizer, query, history, **gen_kwargs)
-            print(f"ChatGLM：{response}", file=stdout, flush=True)
+            if not query.strip():
+                continue
+            print("ChatGLM：", end="", file=stdout, flush=True)
+            response, history = _stream_answer(model, tokenizer, query, history, mode, role, stdout, gen_kwargs)
+            role = "observation" if isinstance(response, dict) and "parameters" in response else "user"
     except KeyboardInterrupt:
         pass
     print(file=stdout, flush=True)
@@ -304,12 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    gen = dict(
-        max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, top_p=args.top_p, temperature=args.temperature
-    )
+    gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample, "top_p": args.top_p,
+           "temperature": args.temperature}  # fmt: skip
 
     if args.chat:
-        chat_loop(model, tokenizer, **gen)
+        chat_loop(model, tokenizer, mode=mode, system=args.system, tools=args.tools, **gen)
         return 0
 
     predictions = predict_samples(

@@ -326,5 +326,5 @@ def test_predict_error_is_one_line(bases, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "records no base model" in lines[0], proc.stderr
-    proc = _run("--checkpoint", bases["glm2"], "--chat")
-    assert proc.returncode == 2 and "needs a ChatGLM3 model" in proc.stderr
+    proc = _run("--checkpoint", bases["glm2"], "--chat", "--system", "你是助手。")  # chat works on glm2, a system prompt not
+    assert proc.returncode == 2 and "need a ChatGLM3 model" in proc.stderr
