@@ -98,19 +98,20 @@ def supervision_html(tokenizer, input_ids: Sequence[int], labels: Sequence[int],
 
 
 def plot_memory(rows: Sequence[Mapping], ax=None, title: str = "estimated training memory per GPU"):
-    """Stacked horizontal bars (weights, gradients, optimizer, activations; GiB) of ``memory_table`` rows.
+    """Stacked horizontal bars (weights, gradients, optimizer, activations, logits, buckets, ZeRO-3; GiB), one per row.
 
     A hatched bar to the right shows what offload keeps on the CPU instead.
     """
     import matplotlib.pyplot as plt
 
-    parts = ("weights_gib", "gradients_gib", "optimizer_gib", "activations_gib")
+    parts = ("weights_gib", "gradients_gib", "optimizer_gib", "activations_gib", "logits_gib", "buckets_gib",
+             "zero3_working_gib")  # the backward's peak (glmlab.memory); rows without a part count it 0
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     labels = [r.get("label", r["method"]) for r in rows]
     left = [0.0] * len(rows)
     for part in parts:
-        values = [float(r[part]) for r in rows]
+        values = [float(r.get(part, 0.0)) for r in rows]
         ax.barh(labels, values, left=left, label=part.replace("_gib", ""))
         left = [a + b for a, b in zip(left, values)]
     cpu = [float(r.get("cpu_gib", 0.0)) for r in rows]
