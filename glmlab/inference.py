@@ -102,8 +102,16 @@ def _require(path: Path, names: Sequence[str], kind: str) -> None:
         raise CheckpointError(f"{path}: {kind} checkpoint is missing {', '.join(missing)}")
 
 
+def _is_run_dir(path: Path) -> bool:
+    """A training run's ``--output_dir`` (``epoch-E-step-S`` folders), not a checkpoint itself."""
+    markers = (CHECKPOINT_FILE, "config.json", "adapter_config.json")
+    return not any((path / n).is_file() for n in markers) and any(p.is_dir() for p in path.glob("epoch-*-step-*"))
+
+
 def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = None) -> CheckpointInfo:
     """Say what ``checkpoint_dir`` holds and check its files, without loading weights.
+
+    A training run's ``--output_dir`` stands for its newest checkpoint (the highest step).
 
     ``base`` overrides the base model recorded in ``glmlab_checkpoint.json``; it is
     only used for ``lora`` / ``ptuning``. Raises :class:`CheckpointError` for a
@@ -113,6 +121,10 @@ def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = No
     path = Path(checkpoint_dir)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
+    if _is_run_dir(path):  # a training run's --output_dir: its newest checkpoint
+        from glmlab.checkpoint import latest_checkpoint
+
+        path = latest_checkpoint(path)
     meta: dict = {}
     if (path / CHECKPOINT_FILE).is_file():
         meta = _read_json(path / CHECKPOINT_FILE)

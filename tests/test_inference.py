@@ -118,6 +118,22 @@ def test_lora_merged_on_load_matches(bases, tmp_path):
     torch.testing.assert_close(_logits(model, ids), _logits(saved, ids), atol=1e-5, rtol=0)
 
 
+def test_run_dir_means_its_newest_checkpoint(bases, tmp_path):
+    run = tmp_path / "run"
+    make_checkpoint("lora", "glm2", bases["glm2"], run / "epoch-1-step-10")
+    saved, tokenizer = make_checkpoint("lora", "glm2", bases["glm2"], run / "epoch-2-step-20")
+    with torch.no_grad():  # make the two checkpoints differ, so the test can tell which one loaded
+        for name, p in saved.named_parameters():
+            if "lora_B" in name:
+                p.mul_(-1)
+    get_strategy("lora").save(saved, tokenizer, run / "epoch-2-step-20")
+    info = describe_checkpoint(run)
+    assert info.path == run / "epoch-2-step-20"
+    ids = _ids(tokenizer, "glm2")[0]
+    model, _, _ = load_for_inference(run)
+    torch.testing.assert_close(_logits(model, ids), _logits(saved, ids), atol=1e-5, rtol=0)
+
+
 def test_plain_model_folder(bases):
     info = describe_checkpoint(bases["glm3"])
     assert (info.kind, info.base) == ("model", None)
