@@ -272,6 +272,36 @@ def write_results(output_dir: str | Path, notebook: str, setup: Setup, runs: lis
     return path
 
 
+# What must agree for a notebook's earlier results to stand in for a run 06 would make.
+SHARED_KEYS = ("model_dir", "mode", "train_path", "test_path", "nproc", "max_len", "max_src_len",
+               "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "max_new_tokens",
+               "max_test_samples")
+
+
+def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, Any],
+                  root: str | Path = REPO / "runs") -> dict[str, str]:
+    """The notebooks among ``notebooks`` whose results in their default output folder (``root/<name>``)
+    were made with the settings ``expected`` (the :data:`SHARED_KEYS` of a :class:`Setup`), every run at
+    its method's default learning rate and with its checkpoint still there: name -> folder.
+
+    This is how ``06_eval`` reuses what 02-05 trained when the notebooks run in order, instead of
+    training the same runs twice; a notebook run with other parameters is trained again."""
+    found = {}
+    for name in notebooks:
+        path = Path(root) / name / "results.json"
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        same = all(str(summary.get("setup", {}).get(k)) == str(expected.get(k)) for k in SHARED_KEYS)
+        runs = summary.get("runs") or []
+        defaults = all(r.get("learning_rate") == LEARNING_RATES.get(r.get("method")) for r in runs)
+        present = all(Path(r.get("checkpoint", ""), "glmlab_checkpoint.json").is_file() for r in runs)
+        if same and runs and defaults and present:
+            found[name] = str(path.parent)
+    return found
+
+
 def examples(setup: Setup, runs: list[dict], n: int = 3) -> list[dict]:
     """The first ``n`` test samples: input, reference and each run's prediction, side by side."""
     predictions = {row["variant"]: [json.loads(line)["prediction"]

@@ -1,0 +1,35 @@
+"""glmlab.experiment's bookkeeping: which earlier notebook results 06_eval may reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from glmlab.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
+
+SETUP = {"model_dir": "/base", "mode": "glm2", "train_path": "/d/spo_train.jsonl", "test_path": "/d/spo_test.jsonl",
+         "nproc": 2, "max_len": 128, "max_src_len": 96, "per_device_train_batch_size": 8, "num_train_epochs": 2,
+         "max_steps": None, "seed": 1234, "max_new_tokens": 64, "max_test_samples": None}
+
+
+def _results(root: Path, name: str, setup: dict, method: str = "lora", lr: float | None = None,
+             checkpoint: bool = True) -> None:
+    folder = root / name
+    ckpt = folder / "lora" / "epoch-2-step-250"
+    ckpt.mkdir(parents=True)
+    if checkpoint:
+        (ckpt / "glmlab_checkpoint.json").write_text("{}")
+    run = {"method": method, "variant": method, "checkpoint": str(ckpt),
+           "learning_rate": LEARNING_RATES[method] if lr is None else lr}
+    (folder / "results.json").write_text(json.dumps({"setup": setup, "runs": [run]}))
+
+
+def test_only_runs_made_with_the_same_settings_are_reused(tmp_path):
+    assert set(SHARED_KEYS) == set(SETUP)
+    _results(tmp_path, "04_lora", SETUP)
+    _results(tmp_path, "02_freeze", {**SETUP, "num_train_epochs": 1}, method="freeze")  # another step budget
+    _results(tmp_path, "03_ptuning", SETUP, method="ptuning", lr=0.5)  # not the documented learning rate
+    _results(tmp_path, "05_full_zero3", SETUP, method="all", checkpoint=False)  # checkpoint gone
+    names = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3", "01_missing")
+    assert reusable_runs(names, SETUP, root=tmp_path) == {"04_lora": str(tmp_path / "04_lora")}
+    assert reusable_runs(names, {**SETUP, "seed": 1}, root=tmp_path) == {}
