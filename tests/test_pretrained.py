@@ -20,8 +20,8 @@ from glmlab.pretrained import (
     probe_scores,
 )
 
-# The generations whose base is shipped (the ChatGLM-6B one is not built yet: see issue 6's note).
-MODES = ["glm2", "glm3"]
+# Every generation has a shipped base.
+MODES = ["glm", "glm2", "glm3"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +52,9 @@ def test_base_answers_its_general_probes(mode, probes):
     import torch
 
     torch.set_num_threads(2)
-    model, tokenizer, _ = glmlab.inference.load_for_inference(base_model_dir(mode))
+    from glmlab.inference import load_for_inference
+
+    model, tokenizer, _ = load_for_inference(base_model_dir(mode))
     scores = probe_scores(model, tokenizer, mode, probes)
     recorded = json.loads((base_model_dir(mode) / PROBE_FILE).read_text())
     assert scores["overall"] >= 0.8, scores["skills"]
