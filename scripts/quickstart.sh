@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # glmlab's main job, on a CPU in a few minutes:
 #   1. set up ./.venv (scripts/setup.sh);
-#   2. write the synthetic data (python -m glmlab.synth) and score the small pretrained ChatGLM3 base that
+#   2. write the synthetic data (python -m glmlab.synth) and score the small pretrained ChatGLM-6B base that
 #      glmlab ships on its held-out general probes: it knows something before it is fine-tuned;
 #   3. fine-tune that base with LoRA on triple extraction through scripts/launch_ds.py: two DeepSpeed
 #      processes on the CPU;
@@ -13,34 +13,33 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
 RUN=${RUN_DIR:-runs/quickstart}
-BASE=glmlab/assets/base/glm3
+BASE=glmlab/assets/base/glm
 rm -rf "$RUN"
 mkdir -p "$RUN"
 
 echo "== 1. data, and what the pretrained base knows"
 python -m glmlab.synth --output_dir "$RUN/data"
-python -m glmlab.pretrained --mode glm3 --probe
+python -m glmlab.pretrained --mode glm --probe
 echo "The base before fine-tuning, on the held-out triple-extraction records:"
 python -m glmlab.predict --checkpoint "$BASE" --test_path "$RUN/data/spo_test.jsonl" \
   --max_len 128 --max_src_len 96 --output_path "$RUN/base_predictions.jsonl"
 
-echo "== 2. LoRA fine-tune of the pretrained ChatGLM3 base, two DeepSpeed processes on the CPU"
+echo "== 2. LoRA fine-tune of the pretrained ChatGLM-6B base, two DeepSpeed processes on the CPU"
 python scripts/launch_ds.py --cpu 2 -- \
-  --train_path "$RUN/data/spo_train.jsonl" --model_name_or_path "$BASE" --mode glm3 \
+  --train_path "$RUN/data/spo_train.jsonl" --model_name_or_path "$BASE" --mode glm \
   --train_type lora --lora_dim 8 --lora_alpha 32 --lora_dropout 0.0 \
   --lora_module_name query_key_value,dense,dense_h_to_4h,dense_4h_to_h \
   --per_device_train_batch_size 8 --gradient_accumulation_steps 1 --max_len 128 --max_src_len 96 \
-  --learning_rate 3e-3 --num_train_epochs 2 --warmup_ratio 0.1 --show_loss_step 10 \
+  --learning_rate 3e-3 --num_train_epochs 4 --warmup_ratio 0.1 --show_loss_step 10 \
   --ds_file ds_zero2_no_offload.json --seed 1234 --output_dir "$RUN/lora"
 python - "$RUN/lora/metrics.jsonl" <<'PY'
 import json, sys
 losses = [row["loss"] for row in map(json.loads, open(sys.argv[1], encoding="utf-8")) if "loss" in row]
-print(f"loss over the run: {losses[0]:.2f} -> {losses[-1]:.2f} ({len(losses)} windows of 10 steps)")
+print(f"loss over the run: {losses[0]:.2f} -> {losses[-1]:.3f} ({len(losses)} windows of 10 steps)")
 PY
 
 echo "== 3. predictions on the held-out records"
-checkpoint=$(ls -d "$RUN"/lora/epoch-* | sort -V | tail -n 1)
-python -m glmlab.predict --checkpoint "$checkpoint" --test_path "$RUN/data/spo_test.jsonl" \
+python -m glmlab.predict --checkpoint "$RUN/lora" --test_path "$RUN/data/spo_test.jsonl" \
   --output_path "$RUN/predictions.jsonl"
 python - "$RUN/predictions.jsonl" <<'PY'
 import json, sys
@@ -49,3 +48,4 @@ for row in rows[:3]:
     print(f"input:      {row['input']}\nreference:  {row['output']!r}\nprediction: {row['prediction']!r}\n")
 print(f"{len(rows)} predictions written to {sys.argv[1]}; the score line above is glmlab.predict's")
 PY
+echo "Talk to it: .venv/bin/python -m glmlab.predict --checkpoint $RUN/lora --chat" 

@@ -5,13 +5,13 @@ directory). The kernel is this interpreter: a kernelspec pointing at ``sys.execu
 temporary ``JUPYTER_PATH`` folder, which Jupyter searches before any user or system kernel, so a fresh
 clone where only ``bash scripts/setup.sh`` ran needs no ``ipykernel install``.
 
-With the defaults, 02-05 fine-tune glmlab's small pretrained ChatGLM2 base on the synthetic
-triple-extraction set through ``scripts/launch_ds.py --cpu 2`` (150 optimizer steps per run); 06 compares
+With the defaults, 02-05 fine-tune glmlab's small pretrained ChatGLM-6B base on the synthetic
+triple-extraction set through ``scripts/launch_ds.py --cpu 2`` (375 optimizer steps per run); 06 compares
 those very runs (they are trained once for the whole module), adds its doc-to-question runs and the
-forgetting probes. The assertions are the study's results: Freeze, LoRA and full fine-tuning above the
-base, the best method at F1 0.5 or more (issue 6 asks for 0.9: not reached yet on the 1.2M-parameter
-base in 250 steps, see the issue's note), a forgetting number for every method and skill. P-tuning's
-two variants are reported, not asserted: on these small bases neither learns the task in the budget.
+forgetting probes. The assertions are the study's results, as issue 6 states them: the best method at
+held-out triple F1 0.9 or more, every method above the base except P-tuning on the embedding only (the
+original project measured 0.0 for it; glmlab reports what it measures), a forgetting number for every
+method and skill.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ KERNEL = "glmlab-tests"
 TRAINING = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3")
 VARIANTS = {"02_freeze": ["freeze"], "03_ptuning": ["projection", "embedding"], "04_lora": ["lora"],
             "05_full_zero3": ["zero3", "zero3_offload"]}
-STEPS = 250  # the notebooks' default step budget: 2 epochs of 125 optimizer steps
+STEPS = 375  # the notebooks' default step budget: 3 epochs of 125 optimizer steps
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def execute(name: str, workdir: Path, kernel: str, **parameters) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(kernel, tmp_path_factory) -> dict[str, Path]:
-    """02-05 executed with their defaults (the pretrained glm2 base); notebook name -> its output_dir."""
+    """02-05 executed with their defaults (the pretrained glm base); notebook name -> its output_dir."""
     workdir = tmp_path_factory.mktemp("notebooks")
     outputs = {}
     for name in TRAINING:
@@ -105,7 +105,7 @@ def test_01_data(kernel, tmp_path):
 @pytest.mark.parametrize("name", TRAINING)
 def test_training_notebook_learns_the_task(trained, name):
     summary = json.loads((trained[name] / "results.json").read_text())
-    assert summary["notebook"] == name and summary["mode"] == "glm2"
+    assert summary["notebook"] == name and summary["mode"] == "glm"
     assert [run["variant"] for run in summary["runs"]] == VARIANTS[name]
     for run in summary["runs"]:
         assert run["final_loss"] < run["first_loss"], run
@@ -114,7 +114,7 @@ def test_training_notebook_learns_the_task(trained, name):
         assert len(Path(run["predictions"]).read_text().splitlines()) == 60  # every test record
         assert 0 < run["trainable_params"] <= run["total_params"]
         assert run["wall_s"] > 0 and run["peak_mem_mb"] > 0
-        if run["method"] != "ptuning":  # P-tuning is reported, not asserted (see the module docstring)
+        if run["variant"] != "embedding":  # reported, not asserted (see the module docstring)
             assert run["f1"] > summary["base_f1"], (run["variant"], run["f1"], summary["base_f1"])
     if name == "04_lora":
         (run,) = summary["runs"]
@@ -135,9 +135,9 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
     rows = comparison["runs"]
     assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
-    # triple F1: the best method learns the task; Freeze, LoRA and full fine-tuning beat the base
-    assert max(r["f1"] for r in rows) >= 0.5, [(r["variant"], r["f1"]) for r in rows]
-    assert all(r["f1"] > comparison["base_f1"] for r in rows if r["method"] != "ptuning")
+    # triple F1: the best method learns the task; every method but P-tuning on the embedding beats the base
+    assert max(r["f1"] for r in rows) >= 0.9, [(r["variant"], r["f1"]) for r in rows]
+    assert all(r["f1"] > comparison["base_f1"] for r in rows if r["variant"] != "embedding")
     # forgetting: a number for every method and skill, before and after
     skills = comparison["skills"]
     assert len(skills) == 8 and "overall" in skills  # seven skills and the overall accuracy
