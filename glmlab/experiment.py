@@ -161,7 +161,7 @@ def load(checkpoint: str | Path):
 
 
 def evaluate(model, tokenizer, mode: str, samples: list[dict], max_src_len: int, max_new_tokens: int,
-             batch_size: int = 32) -> tuple[list[str], dict]:
+             batch_size: int = 8) -> tuple[list[str], dict]:
     """Greedy predictions for ``samples`` and their score (``glmlab.predict.score``)."""
     from glmlab.predict import predict_samples, score
 

@@ -54,10 +54,12 @@ def base_model_dir(mode: str) -> Path:
     return folder
 
 
-def probe_scores(model, tokenizer, mode: str, probes: list[dict], batch_size: int = 64) -> dict:
+def probe_scores(model, tokenizer, mode: str, probes: list[dict], batch_size: int = 16) -> dict:
     """Exact-match accuracy on held-out probes, per skill and over all: ``{"overall", "skills", "n"}``.
 
-    Answers are generated greedily from the prompt built as in training.
+    Answers are generated greedily from the prompt built as in training. Small batches are faster
+    on a CPU: a batch generates until its longest answer ends (16: 8 s for the 280 probes of a base,
+    64: 22 s).
     """
     from glmlab.metrics import exact_match
     from glmlab.predict import predict_samples
