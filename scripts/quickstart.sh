@@ -30,7 +30,7 @@ python scripts/launch_ds.py --cpu 2 -- \
   --train_type lora --lora_dim 8 --lora_alpha 32 --lora_dropout 0.0 \
   --lora_module_name query_key_value,dense,dense_h_to_4h,dense_4h_to_h \
   --per_device_train_batch_size 8 --gradient_accumulation_steps 1 --max_len 128 --max_src_len 96 \
-  --learning_rate 3e-3 --num_train_epochs 4 --warmup_ratio 0.1 --show_loss_step 10 \
+  --learning_rate 5e-3 --num_train_epochs 3 --warmup_ratio 0.1 --show_loss_step 10 \
   --ds_file ds_zero2_no_offload.json --seed 1234 --output_dir "$RUN/lora"
 python - "$RUN/lora/metrics.jsonl" <<'PY'
 import json, sys

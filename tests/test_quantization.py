@@ -290,9 +290,7 @@ def test_quantization_bit_with_train_type_all_fails_with_one_line(tiny_model, tm
 
 BASES = Path(__file__).resolve().parents[1] / "glmlab" / "assets" / "base"
 # name: (mode, base, flags, the share of the first losses the last ones must stay under). The shipped
-# small pretrained glm2 base learns the four samples in a few steps (15 -> ~2); ChatGLM-6B has no
-# shipped base, and on a random tiny model the frozen random output layer (std 0.02 after a norm)
-# caps what any adapter can change at about a nat, so that run must fall by a few percent.
+# small pretrained bases learn the four samples in a few steps (15 -> ~2): the loss must halve.
 RUNS = {
     "glm2-int4-lora": (
         "glm2",
@@ -321,16 +319,16 @@ RUNS = {
     ),
     "glm-int8-lora": (
         "glm",
-        None,
+        BASES / "glm",
         {
             "train_type": "lora",
             "quantization_bit": 8,
             "lora_dim": 8,
             "lora_alpha": 32,
             "lora_module_name": "query_key_value,dense,dense_h_to_4h,dense_4h_to_h",
-            "learning_rate": 1e-1,
+            "learning_rate": 1e-2,
         },
-        0.97,
+        0.5,
     ),
 }
 
