@@ -472,7 +472,7 @@ def tokenizer_text(seed: int = 0) -> list[str]:
     for row in general + probes + spo_train + spo_test + d2q_train + d2q_test:
         output = row["output"] if isinstance(row["output"], str) else "".join(row["output"])
         lines.append(row["instruction"] + row["input"] + output)
-    for name in ("spo_train", "spo_test", "chat3_train"):  # the readable samples in data/
+    for name in ("spo_train", "spo_test", "chat3_train", "tools3_train"):  # the readable samples in data/
         path = Path(__file__).resolve().parent.parent / "data" / f"{name}.jsonl"
         if path.is_file():
             lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
