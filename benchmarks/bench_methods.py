@@ -85,9 +85,10 @@ def markdown(summary: dict, columns: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--mode", default="glm2", choices=["glm", "glm2", "glm3"])
+    parser.add_argument("--mode", default="glm", choices=["glm", "glm2", "glm3"], help="the notebooks' default: glm")
     parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--max_steps", type=int, default=150, help="the step budget of every run")
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="the step budget of every run (default: the notebooks' own, 3 epochs = 375 steps)")
     parser.add_argument("--output_dir", default="runs/bench_methods")
     args = parser.parse_args(argv)
 
