@@ -27,6 +27,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict, float]:
     import papermill as pm
 
     out = Path(args.output_dir) / f"seed-{seed}"
+    out.mkdir(parents=True, exist_ok=True)  # papermill writes the executed copy there, and creates no folder
     start = time.perf_counter()
     pm.execute_notebook(str(REPO / "notebooks" / "06_eval.ipynb"), str(out / "06_eval.ipynb"), cwd=str(REPO),
                         parameters={"seed": seed, "mode": args.mode, "output_dir": str(out), "nproc": args.nproc,
