@@ -43,7 +43,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from glmlab.inference import _cut_at_stop, _left_pad, _model_device, generate_ids, generation_kwargs, stop_token_ids
+from glmlab.inference import (
+    _cut_at_stop,
+    _left_pad,
+    _model_device,
+    generate_ids,
+    generation_kwargs,
+    stop_token_ids,
+)
 
 MODES = ("glm", "glm2", "glm3")
 GLM3_ROLES = ("system", "user", "assistant", "observation")
@@ -70,7 +77,11 @@ def chat_mode(model, tokenizer, mode: str | None = None) -> str:
     """The generation to chat as: ``mode`` if given, else the tokenizer's class (its prompt format),
     else the ``glmlab_mode`` the model's config records. Raises ``ValueError`` when none decides or
     ``mode`` asks for a format the tokenizer cannot build."""
-    from glmlab.tokenization import ChatGLM2Tokenizer, ChatGLM3Tokenizer, ChatGLMTokenizer
+    from glmlab.tokenization import (
+        ChatGLM2Tokenizer,
+        ChatGLM3Tokenizer,
+        ChatGLMTokenizer,
+    )
 
     if isinstance(tokenizer, ChatGLM3Tokenizer):
         found = "glm3"
