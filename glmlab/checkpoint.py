@@ -156,6 +156,7 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
         engine.save_checkpoint(str(tmp), tag=DS_STATE_TAG, client_state={"glmlab_position": position},
                                save_latest=False, exclude_frozen_parameters=True)
         torch.save(rng_state(), tmp / DS_STATE_TAG / f"rng-rank{rank}.pt")
+    _barrier()  # every rank's files are in tmp before rank 0 renames it (else a slow rank writes into a moved folder)
 
     state_dict = gather_state_dict(engine, trainable_only=strategy.saves == "trainable")
     if rank == 0:
