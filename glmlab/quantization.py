@@ -53,8 +53,11 @@ from __future__ import annotations
 
 import ctypes
 import re
+import sys
 import threading
+import types
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,13 +154,18 @@ def dequantize_weight(
 # Written for glmlab from the layout in the module docstring; one block per output row, threads
 # stride over its packed columns. 16-bit values travel as unsigned short and are converted with
 # PTX (half) or bit operations (bfloat16, round to nearest even), so no CUDA header is needed.
-_KERNEL_SOURCE = r"""
+# Three parts, so that tests can compile the portable two on the host with g++ (the half
+# conversions replaced by the host's IEEE ones, which round the same way) and run the kernels
+# on an emulated grid: see tests/test_quantization.py.
+_KERNEL_HALF_PTX = r"""
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
 __device__ __forceinline__ unsigned short float_to_half(float f) {
     unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
 }
+"""
+_KERNEL_PORTABLE = r"""
 __device__ __forceinline__ float bf16_to_float(unsigned short h) {
     return __uint_as_float(((unsigned int)h) << 16);
 }
@@ -197,6 +205,7 @@ GLMLAB_EXTRACT(half, unsigned short, half_to_float, float_to_half)
 GLMLAB_EXTRACT(bf16, unsigned short, bf16_to_float, float_to_bf16)
 GLMLAB_EXTRACT(float, float, f32_to_float, float_to_f32)
 """
+_KERNEL_SOURCE = _KERNEL_HALF_PTX + _KERNEL_PORTABLE
 _KERNEL_TYPES = {torch.float16: "half", torch.bfloat16: "bf16", torch.float32: "float"}
 
 
@@ -217,13 +226,53 @@ def compile_kernels(arch: str) -> bytes:
     return buffer.raw  # NUL-terminated PTX, as cuModuleLoadData wants it
 
 
+def launch_config(
+    rows: int, cols: int
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Grid and block of an extraction launch: a block per output row, up to 1024 threads striding its ``cols`` bytes."""
+    return (rows, 1, 1), (min(1024, -(-cols // 32) * 32), 1, 1)
+
+
+def _import_cpm_kernels():
+    """cpm_kernels' kernel loader, imported even where ``pkg_resources`` is gone.
+
+    cpm_kernels 1.0.11 (its last release) imports ``pkg_resources``, which setuptools removed in
+    version 81, and only calls its ``resource_exists`` / ``resource_string`` while importing, to read
+    its own fatbins. Where it is missing, a stand-in offering just those two (files beside the named
+    module) is in ``sys.modules`` for the duration of the import and taken out again after.
+    """
+    try:
+        import pkg_resources  # noqa: F401 - only to know whether it exists
+    except ImportError:
+        shim = types.ModuleType("pkg_resources")
+
+        def path(module: str, name: str) -> Path:
+            return Path(sys.modules[module].__file__).parent / name
+
+        shim.resource_exists = lambda module, name: path(module, name).is_file()
+        shim.resource_string = lambda module, name: path(module, name).read_bytes()
+        sys.modules["pkg_resources"] = shim
+        try:
+            import cpm_kernels.kernels.base  # noqa: F401
+        finally:
+            if sys.modules.get("pkg_resources") is shim:
+                del sys.modules["pkg_resources"]
+    from cpm_kernels.kernels.base import KernelFunction, LazyKernelCModule
+    from cpm_kernels.library import cudart
+
+    return KernelFunction, LazyKernelCModule, cudart
+
+
 class _CudaKernels:
-    """The compiled extraction kernels, launched through cpm_kernels' lazy per-device module loader."""
+    """The compiled extraction kernels, launched through cpm_kernels' lazy per-device module loader.
+
+    Built once, then checked on the current GPU against the torch path on a few rows of every
+    (bits, dtype): a kernel that launches but disagrees, bit for bit, is never used (``RuntimeError``,
+    which :func:`_cuda_kernels` turns into the one warning and the torch path).
+    """
 
     def __init__(self) -> None:
-        from cpm_kernels.kernels.base import KernelFunction, LazyKernelCModule
-        from cpm_kernels.library import cudart
-
+        KernelFunction, LazyKernelCModule, cudart = _import_cpm_kernels()
         # cpm_kernels may load its own CUDA runtime, whose current device torch's does not set.
         self.set_device = cudart.cudaSetDevice
 
@@ -234,6 +283,23 @@ class _CudaKernels:
             for bits in BITS
             for dtype, name in _KERNEL_TYPES.items()
         }
+        self.check(torch.device("cuda", torch.cuda.current_device()))
+
+    def check(self, device: torch.device) -> None:
+        """Every kernel against :func:`_dequantize_torch` on ``device`` (rows past 1024 bytes, so the stride loop runs)."""
+        generator = torch.Generator().manual_seed(0)
+        weight = torch.randint(
+            -128, 128, (3, 1030), dtype=torch.int8, generator=generator
+        )
+        scale = torch.tensor([0.0, 0.0123, -3.5])
+        for bits, dtype in self.functions:
+            w, s = weight.to(device), scale.to(device, dtype)
+            got, want = self.extract(w, s, bits), _dequantize_torch(w, s, bits)
+            torch.cuda.synchronize(device)
+            if not torch.equal(got, want):
+                raise RuntimeError(
+                    f"the compiled int{bits} kernel for {dtype} disagrees with the torch path on this GPU"
+                )
 
     def extract(
         self, weight: torch.Tensor, scale: torch.Tensor, bits: int
@@ -247,7 +313,7 @@ class _CudaKernels:
         )
         if rows == 0 or cols == 0:
             return out
-        threads = min(1024, -(-cols // 32) * 32)
+        grid, block = launch_config(rows, cols)
         with torch.cuda.device(weight.device):
             self.set_device(
                 weight.device.index
@@ -256,8 +322,8 @@ class _CudaKernels:
             )
             stream = torch.cuda.current_stream(weight.device).cuda_stream
             self.functions[(bits, scale.dtype)](
-                (rows, 1, 1),
-                (threads, 1, 1),
+                grid,
+                block,
                 0,
                 stream,
                 [
@@ -300,6 +366,12 @@ def _cuda_kernels() -> _CudaKernels | None:
                         if str(err).strip()
                         else type(err).__name__
                     )
+                    # cpm_kernels found no such library:
+                    if "is not initialized" in first:
+                        first += (
+                            " -- cpm_kernels looks for libcudart.so, libnvrtc.so and libcublasLt.so in"
+                            " $CUDA_PATH/lib64, /usr/local/cuda/lib64 or the linker cache (a CUDA toolkit)"
+                        )
                     _disable_kernels(f"{type(err).__name__}: {first}")
     return _kernels or None
 

@@ -7,7 +7,13 @@ from the formula), not with the functions under test.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,6 +153,212 @@ def test_cuda_kernel_failure_falls_back_with_one_warning(monkeypatch):
         and "cpm_kernels" in str(caught[0].message)
         and "torch" in str(caught[0].message)
     )
+
+
+# --------------------------------------------------------------------------- the CUDA kernels, without a GPU
+# What runs on a GPU is glmlab's CUDA C (quantization._KERNEL_SOURCE), compiled by NVRTC and launched
+# through cpm_kernels. No GPU here, so three checks stand in: the kernels' code, compiled on the host
+# by g++ and run on an emulated grid, computes the torch path's values bit for bit; nvcc and ptxas
+# accept the source for every architecture CUDA supports; cpm_kernels' loader imports where
+# setuptools no longer has pkg_resources. quantization._CudaKernels.check repeats the first check on
+# the GPU itself before a kernel is ever used.
+_HOST_PRELUDE = r"""
+#include <cstring>
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, threadIdx, blockDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+// The device's cvt.f32.f16 / cvt.rn.f16.f32, as IEEE conversions (round to nearest even) on the host.
+static inline float half_to_float(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
+static inline unsigned short float_to_half(float f) {
+    _Float16 x = (_Float16)f; unsigned short h; std::memcpy(&h, &x, 2); return h;
+}
+"""
+_HOST_LAUNCHERS = r"""
+// A grid run thread by thread: the kernels share nothing between threads, so order does not matter.
+#define GLMLAB_LAUNCH(KERNEL, T)                                                                 \
+extern "C" void launch_##KERNEL(const signed char* w, const T* s, T* o, int rows, int cols,     \
+                                unsigned grid, unsigned block) {                                 \
+    blockDim = Dim3{block, 1, 1};                                                                \
+    for (unsigned b = 0; b < grid; ++b)                                                          \
+        for (unsigned t = 0; t < block; ++t) {                                                   \
+            blockIdx = Dim3{b, 0, 0};                                                            \
+            threadIdx = Dim3{t, 0, 0};                                                           \
+            KERNEL(w, s, o, rows, cols);                                                         \
+        }                                                                                        \
+}
+GLMLAB_LAUNCH(glmlab_int8_to_half, unsigned short)
+GLMLAB_LAUNCH(glmlab_int4_to_half, unsigned short)
+GLMLAB_LAUNCH(glmlab_int8_to_bf16, unsigned short)
+GLMLAB_LAUNCH(glmlab_int4_to_bf16, unsigned short)
+GLMLAB_LAUNCH(glmlab_int8_to_float, float)
+GLMLAB_LAUNCH(glmlab_int4_to_float, float)
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    folder = tmp_path_factory.mktemp("kernels")
+    source = folder / "kernels.cpp"
+    source.write_text(
+        _HOST_PRELUDE + quantization._KERNEL_PORTABLE + _HOST_LAUNCHERS,
+        encoding="utf-8",
+    )
+    library = folder / "kernels.so"
+    subprocess.run(
+        [
+            compiler,
+            "-std=c++17",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            str(source),
+            "-o",
+            str(library),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return ctypes.CDLL(str(library))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_the_cuda_kernels_compute_the_torch_values_on_an_emulated_grid(
+    host_kernels, bits, dtype
+):
+    generator = torch.Generator().manual_seed(bits)
+    # Every byte value, rows longer than one block of threads (the stride loop), and scales that
+    # are zero, negative, tiny (16-bit subnormal results) and large.
+    rows, cols = 6, 1100
+    weight = torch.randint(
+        -128, 128, (rows, cols), dtype=torch.int8, generator=generator
+    )
+    weight[0, :256] = torch.arange(-128, 128, dtype=torch.int16).to(torch.int8)
+    scale = torch.tensor([0.0123, 0.0, -3.5, 1e-6, 300.0, 7.0e-3]).to(dtype)
+    out = torch.full((rows, cols * 8 // bits), float("nan"), dtype=dtype)
+    grid, block = quantization.launch_config(rows, cols)
+    assert block[0] < cols and block[0] % 32 == 0 and grid == (rows, 1, 1)
+    name = {torch.float16: "half", torch.bfloat16: "bf16", torch.float32: "float"}[
+        dtype
+    ]
+    getattr(host_kernels, f"launch_glmlab_int{bits}_to_{name}")(
+        ctypes.c_void_p(weight.data_ptr()),
+        ctypes.c_void_p(scale.data_ptr()),
+        ctypes.c_void_p(out.data_ptr()),
+        ctypes.c_int(rows),
+        ctypes.c_int(cols),
+        ctypes.c_uint(grid[0]),
+        ctypes.c_uint(block[0]),
+    )
+    assert torch.equal(out, dequantize_weight(weight, scale, bits))
+    if bits == 4:  # and the layout is THUDM's: the even column in the high nibble
+        q = torch.tensor([[-8, 7, 3, -1, 0, -5]], dtype=torch.int8)
+        packed = _hand_pack(q)
+        one = torch.ones(1, dtype=dtype)
+        small = torch.empty(1, 6, dtype=dtype)
+        getattr(host_kernels, f"launch_glmlab_int4_to_{name}")(
+            ctypes.c_void_p(packed.data_ptr()),
+            ctypes.c_void_p(one.data_ptr()),
+            ctypes.c_void_p(small.data_ptr()),
+            ctypes.c_int(1),
+            ctypes.c_int(3),
+            ctypes.c_uint(1),
+            ctypes.c_uint(32),
+        )
+        assert small.tolist() == [[-8.0, 7.0, 3.0, -1.0, 0.0, -5.0]]
+
+
+def _nvcc() -> str:
+    for candidate in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.skip("no CUDA toolkit (nvcc) on this machine")
+
+
+def test_nvcc_and_ptxas_accept_the_kernel_source_for_every_gpu_generation(tmp_path):
+    """The same front end as NVRTC: the source (with the half conversions' inline PTX) compiles to
+    PTX for Turing, Ampere, Ada and Hopper, ptxas assembles it, and it holds the six kernels."""
+    nvcc = _nvcc()
+    ptxas = Path(os.path.realpath(nvcc)).with_name("ptxas")
+    source = tmp_path / "glmlab_quantization.cu"
+    source.write_text(quantization._KERNEL_SOURCE, encoding="utf-8")
+    for sm in (75, 80, 86, 89, 90):
+        ptx = tmp_path / f"sm{sm}.ptx"
+        subprocess.run(
+            [
+                nvcc,
+                "--ptx",
+                f"--gpu-architecture=compute_{sm}",
+                str(source),
+                "-o",
+                str(ptx),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        entries = sorted(
+            line.split()[-1].rstrip("(")
+            for line in ptx.read_text().splitlines()
+            if ".entry" in line
+        )
+        assert entries == sorted(
+            f"glmlab_int{bits}_to_{name}"
+            for bits in (4, 8)
+            for name in ("half", "bf16", "float")
+        )
+        subprocess.run(
+            [
+                str(ptxas),
+                f"-arch=sm_{sm}",
+                str(ptx),
+                "-o",
+                str(tmp_path / f"sm{sm}.cubin"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+_IMPORT_WITHOUT_PKG_RESOURCES = r"""
+import importlib.util, sys, types
+from pathlib import Path
+sys.modules["pkg_resources"] = None  # as with setuptools >= 81: `import pkg_resources` fails
+# cpm_kernels' package __init__ asks the CUDA driver for its devices; there is none here, so the
+# package is entered bare and the runtime reports no device.
+spec = importlib.util.find_spec("cpm_kernels")
+package = types.ModuleType("cpm_kernels")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["cpm_kernels"] = package
+from cpm_kernels.library import cudart
+cudart.cudaGetDeviceCount = lambda: 0
+from glmlab.quantization import _import_cpm_kernels
+KernelFunction, LazyKernelCModule, runtime = _import_cpm_kernels()
+from cpm_kernels.kernels import gemv
+fatbin = Path(package.__path__[0], "kernels", "cuda", "gemv.fatbin").read_bytes()
+assert gemv.gemv_kernel.code == fatbin, "cpm_kernels read its fatbin wrongly"
+assert "pkg_resources" not in sys.modules, "the stand-in was left behind"
+print(KernelFunction.__name__, LazyKernelCModule.__name__, runtime is cudart)
+"""
+
+
+def test_cpm_kernels_loads_where_setuptools_has_no_pkg_resources():
+    if importlib.util.find_spec("cpm_kernels") is None:
+        pytest.skip("cpm_kernels is not installed")
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITHOUT_PKG_RESOURCES],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["KernelFunction", "LazyKernelCModule", "True"]
 
 
 # --------------------------------------------------------------------------- whole models and folders
