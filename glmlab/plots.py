@@ -36,16 +36,23 @@ def loss_curve(output_dir: str | Path) -> tuple[list[int], list[float]]:
 
 
 def plot_loss(runs: str | Path | Mapping[str, str | Path], ax=None, title: str = "training loss"):
-    """Plot the loss against the optimizer step for one run folder or ``{label: folder}``; returns the axes."""
+    """Plot the loss against the optimizer step for one run folder or ``{label: folder}``; returns the axes.
+
+    The y axis is logarithmic when every loss is positive: a run's first steps drop the loss by an
+    order of magnitude, and on a linear axis that hides where the methods end up."""
     import matplotlib.pyplot as plt
 
     if not isinstance(runs, Mapping):
         runs = {Path(runs).name: runs}
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
+    lowest = float("inf")
     for label, folder in runs.items():
         steps, losses = loss_curve(folder)
         ax.plot(steps, losses, marker="o", markersize=3, label=str(label))
+        lowest = min([lowest, *losses])
+    if 0 < lowest < float("inf"):  # a log scale: the runs differ in the tail, after the first big drop
+        ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (mean over supervised tokens)")
     ax.set_title(title)
@@ -114,13 +121,17 @@ def plot_memory(rows: Sequence[Mapping], ax=None, title: str = "estimated traini
         values = [float(r.get(part, 0.0)) for r in rows]
         ax.barh(labels, values, left=left, label=part.replace("_gib", ""))
         left = [a + b for a, b in zip(left, values)]
+    for y, (row, backward) in enumerate(zip(rows, left)):  # the estimate at the end of each bar
+        peak = float(row.get("gpu_gib", backward))
+        text = f"{peak:.1f}" + (" (peak at the optimizer step)" if peak > backward + 0.05 else "")
+        ax.annotate(text, (backward, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     cpu = [float(r.get("cpu_gib", 0.0)) for r in rows]
     if any(cpu):
         ax.barh(labels, cpu, left=left, color="none", edgecolor="grey", hatch="//", label="on the CPU (offload)")
     ax.invert_yaxis()
     ax.set_xlabel("GiB")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hid the longest bars
     ax.grid(axis="x", alpha=0.3)
     return ax
 
