@@ -39,7 +39,10 @@ DeepSpeed each rule comes from are cited next to the code.
   within ``stage3_max_reuse_distance`` elements. For the ChatGLM models the peak is at the
   output layer (ChatGLM-6B: 150528 x 4096 = 616M parameters; ChatGLM2/3: 65024 x 4096),
   plus the whole 16-bit gradient of the largest trained module (the word embedding or the
-  output layer under ``all``) before it is reduced into the partitions.
+  output layer under ``all``) before it is reduced into the partitions. Loading counts for
+  nothing more: ``glmlab.train`` partitions the model tensor by tensor before DeepSpeed sees
+  it (:func:`glmlab.train.partition_for_zero3`); handed the whole model, DeepSpeed would first
+  put all of it on every GPU, 12.8 GiB for ChatGLM-6B in 16 bits.
 * **activations** -- the tensors glmlab's models keep for the backward pass, counted per
   layer for 16-bit activations, ``s`` tokens, batch ``b``, width ``h``, feed-forward width
   ``f``, ``g`` key/value groups of ``d`` channels (ChatGLM2/3)::

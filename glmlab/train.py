@@ -134,6 +134,37 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def partition_for_zero3(model, ds_config: dict[str, Any], device) -> None:
+    """Partition ``model``'s parameters for ZeRO-3 now, one tensor at a time, then move its buffers to ``device``.
+
+    Handed a model whose parameters are not partitioned yet, ``deepspeed.initialize`` first moves
+    the whole model onto each process's GPU (``engine.module.to(device)``) and only then
+    partitions it: 12.8 GiB in 16 bits for ChatGLM-6B, on every card, before training starts --
+    more than ZeRO-3 with offload needs for the whole run (``python -m glmlab.memory``), and
+    more than a 12 GB card has. ``deepspeed.zero.Init(module=...)`` partitions the CPU-loaded
+    model tensor by tensor instead (at most one whole tensor on the GPU at a time, the word
+    embedding), straight to the CPU under ``offload_param``; DeepSpeed then leaves the model
+    where it is, so the buffers (rotary tables, quantized weights) are moved here. The same
+    parameters and values either way: training is unchanged, bit for bit on the CPU.
+    ``mem_efficient_linear=False`` keeps ``torch.nn.functional.linear`` as it is. DeepSpeed
+    casts only a model it partitions itself to the bf16/fp16 of the config, so the parameters
+    that are not in it yet (LoRA adapters, a P-tuning prefix) are cast here first, as it would.
+    """
+    import deepspeed
+    import torch
+
+    dtype = (torch.bfloat16 if ds_config.get("bf16", {}).get("enabled")
+             else torch.float16 if ds_config.get("fp16", {}).get("enabled") else None)
+    for parameter in model.parameters():
+        if dtype is not None and parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
+    deepspeed.zero.Init(module=model, config_dict_or_path=ds_config, mem_efficient_linear=False)
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device != device:
+                module._buffers[name] = buffer.to(device)
+
+
 def free_port() -> int:
     """A TCP port on this machine that nobody listens on right now (for a process group's master)."""
     with socket.socket() as s:
@@ -262,8 +293,10 @@ def setup(args: TrainArgs) -> Run:
               f"{ds_config.get('zero_optimization', {}).get('stage', 0)}", flush=True)
         if overridden:
             print(f"warning: {args.ds_path}: {', '.join(overridden)} set from the arguments instead", flush=True)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, args.weight_decay),
-                                      config=ds_config)
+    groups = param_groups(model, args.weight_decay)
+    if ds_config.get("zero_optimization", {}).get("stage") == 3:
+        partition_for_zero3(model, ds_config, device)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
     run = Run(args, engine, strategy, tokenizer, loader, sampler, eval_loader, plan, device, rank, world)
     if args.resume_from:
         run.position, run.rng = load_checkpoint(engine, args.resume_from)

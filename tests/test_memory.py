@@ -240,7 +240,7 @@ def deepspeed_bytes(folder: str, method: str, ds_file: str, precision: str) -> d
     from glmlab import load_model
     from glmlab.args import resolve_ds_file
     from glmlab.methods import get_strategy
-    from glmlab.train import Plan, build_ds_config, param_groups
+    from glmlab.train import Plan, build_ds_config, param_groups, partition_for_zero3
 
     args = SimpleNamespace(train_type=method, lora_alpha=8, lora_dropout=0.0, per_device_train_batch_size=2,
                            gradient_accumulation_steps=1, max_grad_norm=1.0, learning_rate=1e-3, weight_decay=0.1,
@@ -253,7 +253,10 @@ def deepspeed_bytes(folder: str, method: str, ds_file: str, precision: str) -> d
     # same fp32 partitions and moments on the CPU, without a compiler in the test.
     config["zero_force_ds_cpu_optimizer"] = False
     config["optimizer"]["params"]["torch_adam"] = True
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.1), config=config)
+    groups = param_groups(model, 0.1)
+    if config["zero_optimization"]["stage"] == 3:  # as glmlab.train does
+        partition_for_zero3(model, config, torch.device("cpu"))
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
     opt, stage = engine.optimizer, config["zero_optimization"]["stage"]
     offload = "offload_optimizer" in config["zero_optimization"]
     ids = torch.randint(5, 100, (2, 16))
