@@ -25,9 +25,8 @@ beyond the peak of live tensors; the estimate is the peak of live tensors
 expected outcome; one above it, or far below it, points at a term the estimator gets wrong. The
 ratio column is estimate / published. "G" in the sources is read as GiB (nvidia-smi's MiB / 1024).
 
-What it showed (2026-11-29): THUDM's rows 0.86-0.96; the original's ZeRO-2 rows 0.64-0.86, lowest
-without gradient checkpointing, where eager attention's fp32 scores dominate; its ZeRO-3 + offload
-rows 0.22-0.26, not explained. One thing the original did there, and glmlab did too until then:
+What it showed (2026-11-29): THUDM's rows 0.86-0.96; the original's ZeRO-2 rows 0.64-0.86; its
+ZeRO-3 row 0.72; its ZeRO-3 + offload rows 0.22-0.26, not explained. One thing the original did there, and glmlab did too until then:
 hand DeepSpeed the unpartitioned model, which DeepSpeed moves whole onto every GPU before
 partitioning (12.8 GiB for ChatGLM-6B in 16 bits); glmlab now partitions it first
 (``glmlab.train.partition_for_zero3``), so the estimate leaves that out. ``gpu_check.sh`` measures
