@@ -298,13 +298,15 @@ class ZeroSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ZeroSettings:
         """Read ``config["zero_optimization"]`` (DeepSpeed's key names, ``stage3_`` prefixes included)."""
-        zero = config.get("zero_optimization", {}) or {}
+        # DeepSpeed's config models drop every "auto" value and use their default instead
+        # (runtime/config_utils.py, DeepSpeedConfigModel): an offload "device": "auto" is no offload.
+        zero = {k: v for k, v in (config.get("zero_optimization", {}) or {}).items() if v != "auto"}
         stage = int(zero.get("stage", 0))
         if stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_optimization.stage must be 0, 1, 2 or 3 (got {stage})")
 
         def on_cpu(key: str) -> bool:
-            return str((zero.get(key) or {}).get("device", "none")).lower() not in ("none", "")
+            return str((zero.get(key) or {}).get("device", "none")).lower() not in ("none", "auto", "")
 
         def number(key: str, default: int) -> int:
             value = zero.get(f"stage3_{key}", zero.get(key, default))

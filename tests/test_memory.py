@@ -400,6 +400,39 @@ def test_ds_config_settings():
         estimate_memory(config, "lora", zero_stage=3, ds_config="ds_zero2_no_offload.json")
 
 
+HF_STYLE = {"stage": 3, "offload_optimizer": {"device": "auto"}, "offload_param": {"device": "cpu"},
+            "overlap_comm": "auto", "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 2e8,
+            "sub_group_size": 1e8}
+ORIGINAL_ZERO2 = {"stage": 2, "offload_param": {"device": "auto"}, "offload_optimizer": {"device": "auto"}}
+
+
+@pytest.mark.parametrize("zero", ["ds_zero2_no_offload.json", "ds_zero2_offload.json", "ds_zero3_no_offload.json",
+                                  "ds_zero3_offload.json", ORIGINAL_ZERO2, HF_STYLE, {"stage": 1}, {}],
+                         ids=["z2", "z2-offload", "z3", "z3-offload", "original-auto", "hf-auto", "z1", "none"])
+def test_zero_settings_read_a_config_as_deepspeed_does(zero):
+    """Every setting the estimate uses, read by ZeroSettings and by DeepSpeed's own config model:
+    shipped configs, the original project's ("device": "auto" is no offload to DeepSpeed) and a
+    Hugging Face style one full of "auto" (DeepSpeed's defaults)."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    from glmlab.memory import ZeroSettings, read_ds_config
+
+    zero = read_ds_config(zero)["zero_optimization"] if isinstance(zero, str) else zero
+    ours = ZeroSettings.from_config({"zero_optimization": zero})
+    theirs = DeepSpeedZeroConfig(**zero)
+
+    def on(offload):
+        return offload is not None and str(offload.device) not in ("none", "OffloadDeviceEnum.none")
+
+    assert (ours.stage, ours.offload_optimizer, ours.offload_param) == (
+        int(theirs.stage), on(theirs.offload_optimizer), on(theirs.offload_param))
+    for name in ("reduce_bucket_size", "allgather_bucket_size", "overlap_comm", "contiguous_gradients",
+                 "prefetch_bucket_size", "param_persistence_threshold", "max_live_parameters",
+                 "max_reuse_distance", "sub_group_size"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
 # --------------------------------------------------------------------------- command line
 def _cli(capsys, *argv: str) -> str:
     assert main(list(argv)) == 0
