@@ -41,7 +41,8 @@ Dequantizing runs on CUDA through kernels written here in CUDA C (the layout abo
 with NVRTC and launched through ``cpm_kernels``' loader (``pip install glmlab[gpu]``), as THUDM's
 code launches its own; everywhere else -- the CPU, or when ``cpm_kernels``, NVRTC or the
 compilation is missing or fails (then with one warning) -- a pure torch unpack-and-multiply
-computes the very same values.
+computes the very same values. Before their first use the kernels are run on the GPU against
+that torch path and must agree bit for bit, or they are not used (the same one warning).
 
 :func:`quantize` replaces a model's layers in place (the 16/32-bit weights are freed);
 :func:`glmlab.load_model` quantizes while it loads (``quantization_bit=4``) or loads a THUDM
@@ -154,7 +155,7 @@ def dequantize_weight(
 # Written for glmlab from the layout in the module docstring; one block per output row, threads
 # stride over its packed columns. 16-bit values travel as unsigned short and are converted with
 # PTX (half) or bit operations (bfloat16, round to nearest even), so no CUDA header is needed.
-# Three parts, so that tests can compile the portable two on the host with g++ (the half
+# Two parts, so that tests can compile the portable one on the host with g++ (the half
 # conversions replaced by the host's IEEE ones, which round the same way) and run the kernels
 # on an emulated grid: see tests/test_quantization.py.
 _KERNEL_HALF_PTX = r"""
