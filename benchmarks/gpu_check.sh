@@ -13,7 +13,10 @@
 #   offload full-parameter with ZeRO-3 CPU offload (builds DeepSpeed's CPU Adam on first use).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        (WHERE="--cpu 1" DEVICE=cpu: the same on a CPU)
-#   SECTIONS="bench 6b" bash benchmarks/gpu_check.sh OUT   (only those; fits a 10-minute device run)
+#   SECTIONS=bench bash benchmarks/gpu_check.sh OUT    (about 1 min), then SECTIONS=6b (5-8 min):
+#       two device runs, each well inside the 10-minute limit of one
+#   On a machine without a package registry, run benchmarks/gpu_kit.sh first where there is one
+#   and carry the .whl folder it fills (DeepSpeed, cpm_kernels, glmlab's transformers and peft).
 #
 # Writes OUT_DIR/log.txt (everything), OUT_DIR/bench_gpu.json, OUT_DIR/bench_6b.json and
 # OUT_DIR/summary.txt (exit statuses, losses, the 6B table).
@@ -22,13 +25,21 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_check}
 WHERE=${WHERE:---gpus 0}
 DEVICE=${DEVICE:-cuda}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 SECTIONS=${SECTIONS:-bench 6b train quant offload}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RUN=$(mktemp -d)
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 : > "$OUT/summary.txt"
+# glmlab runs from this checkout; on a machine that reaches no registry, the packages it lacks come
+# from ./.whl (benchmarks/gpu_kit.sh fetches them elsewhere): installed beside, not into, its Python.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$RUN/site" .whl/*.whl \
+    && export PYTHONPATH="$PWD:$RUN/site${PYTHONPATH#"$PWD"}" \
+    && echo "installed $(ls .whl | wc -l) wheels from .whl into $RUN/site" | tee -a "$OUT/summary.txt"
+fi
 
 check() {  # check NAME SECONDS COMMAND...: run, log, and record the exit status in the summary
   local name=$1 limit=$2 start=$SECONDS
