@@ -245,34 +245,30 @@ def test_the_cuda_kernels_compute_the_torch_values_on_an_emulated_grid(
     out = torch.full((rows, cols * 8 // bits), float("nan"), dtype=dtype)
     grid, block = quantization.launch_config(rows, cols)
     assert block[0] < cols and block[0] % 32 == 0 and grid == (rows, 1, 1)
-    name = {torch.float16: "half", torch.bfloat16: "bf16", torch.float32: "float"}[
-        dtype
-    ]
-    getattr(host_kernels, f"launch_glmlab_int{bits}_to_{name}")(
+    _launch(host_kernels, bits, weight, scale, out, grid[0], block[0])
+    assert torch.equal(out, dequantize_weight(weight, scale, bits))
+    if bits == 4:  # and the layout is THUDM's: the even column in the high nibble
+        q = torch.tensor([[-8, 7, 3, -1, 0, -5]], dtype=torch.int8)
+        small = torch.empty(1, 6, dtype=dtype)
+        _launch(
+            host_kernels, 4, _hand_pack(q), torch.ones(1, dtype=dtype), small, 1, 32
+        )
+        assert small.tolist() == [[-8.0, 7.0, 3.0, -1.0, 0.0, -5.0]]
+
+
+def _launch(library, bits: int, weight, scale, out, grid: int, block: int) -> None:
+    """One emulated launch of the host-compiled kernel for ``bits`` and ``out``'s dtype."""
+    name = quantization._KERNEL_TYPES[out.dtype]
+    rows, cols = weight.shape
+    getattr(library, f"launch_glmlab_int{bits}_to_{name}")(
         ctypes.c_void_p(weight.data_ptr()),
         ctypes.c_void_p(scale.data_ptr()),
         ctypes.c_void_p(out.data_ptr()),
         ctypes.c_int(rows),
         ctypes.c_int(cols),
-        ctypes.c_uint(grid[0]),
-        ctypes.c_uint(block[0]),
+        ctypes.c_uint(grid),
+        ctypes.c_uint(block),
     )
-    assert torch.equal(out, dequantize_weight(weight, scale, bits))
-    if bits == 4:  # and the layout is THUDM's: the even column in the high nibble
-        q = torch.tensor([[-8, 7, 3, -1, 0, -5]], dtype=torch.int8)
-        packed = _hand_pack(q)
-        one = torch.ones(1, dtype=dtype)
-        small = torch.empty(1, 6, dtype=dtype)
-        getattr(host_kernels, f"launch_glmlab_int4_to_{name}")(
-            ctypes.c_void_p(packed.data_ptr()),
-            ctypes.c_void_p(one.data_ptr()),
-            ctypes.c_void_p(small.data_ptr()),
-            ctypes.c_int(1),
-            ctypes.c_int(3),
-            ctypes.c_uint(1),
-            ctypes.c_uint(32),
-        )
-        assert small.tolist() == [[-8.0, 7.0, 3.0, -1.0, 0.0, -5.0]]
 
 
 def _nvcc() -> str:
@@ -311,7 +307,7 @@ def test_nvcc_and_ptxas_accept_the_kernel_source_for_every_gpu_generation(tmp_pa
         assert entries == sorted(
             f"glmlab_int{bits}_to_{name}"
             for bits in (4, 8)
-            for name in ("half", "bf16", "float")
+            for name in quantization._KERNEL_TYPES.values()
         )
         subprocess.run(
             [

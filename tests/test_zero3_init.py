@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_train, train_argv
+from conftest import REPO, TrainResult, run_train, train_argv
 
 SPY = r"""
 import json, sys
@@ -63,8 +63,7 @@ def test_zero3_partitions_before_deepspeed_and_never_moves_the_whole_model(tiny_
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("SPY "))[4:])
     assert seen == {"partitioned": True, "buffers_on_device": True, "moved_whole": []}
-    losses = [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in line]
+    losses = TrainResult(done, output).losses
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
 
 
