@@ -5,7 +5,7 @@ The flag names are the ones of the original ChatGLM fine-tuning commands
 --pre_seq_len --prefix_projection --lora_dim ... --ds_file --gradient_checkpointing
 --show_loss_step --output_dir``), so existing commands keep working; glmlab adds
 ``--precision``, ``--eval_path``, ``--resume_from``, ``--max_steps``, ``--max_grad_norm``,
-``--save_total_limit`` and ``--save_only_model``.
+``--save_total_limit``, ``--save_only_model`` and ``--overwrite_output_dir``.
 
 Validation happens in two places, both before DeepSpeed or a model is touched:
 
@@ -81,7 +81,8 @@ class TrainArgs:
     # --- model and data ---
     model_name_or_path: str = _help("Folder of the base checkpoint (official layout, or one written by glmlab).")
     train_path: str = _help("Training samples: JSON lines or a JSON array (see glmlab.data).")
-    output_dir: str = _help("Where checkpoints, metrics.jsonl and TensorBoard events go (created when training starts).")
+    output_dir: str = _help("Where checkpoints, metrics.jsonl and TensorBoard events go (created when training starts); "
+                            "one run per folder, locked while it trains (see --overwrite_output_dir).")
     mode: str = _help("Model generation and prompt format.", default="glm2", meta={"choices": MODES})
     eval_path: str | None = _help("Optional held-out samples; their loss is computed at each epoch end.", default=None)
     max_len: int = _help("Longest training sequence in tokens (prompt + answer + specials).", default=1024)
@@ -159,6 +160,12 @@ class TrainArgs:
         "the weights) only in the newest K checkpoints; older ones keep their weights or adapter, for "
         "inference. Pruned only once the new checkpoint is completely written. Default: keep every state.",
         default=None,
+    )
+    overwrite_output_dir: bool = _help(
+        "Start afresh in an --output_dir that holds another run's checkpoints, metrics or events: they are "
+        "deleted once every check has passed and the model has loaded. Without it such a folder is refused "
+        "(one run per folder; --resume_from continues the run it holds).",
+        default=False,
     )
     save_only_model: bool = _help(
         "Write only the weights or adapter in each checkpoint, no DeepSpeed state at all "
@@ -309,7 +316,8 @@ def check_inputs(args: TrainArgs) -> None:
 
     Checks that the checkpoint is of the generation ``--mode`` names, reads every sample
     file (a malformed line or a missing field names the file and line; conversations need
-    ``--mode glm3``) and checks that the method's targets match the checkpoint's tensor names.
+    ``--mode glm3``), checks that the method's targets match the checkpoint's tensor names
+    and that ``--output_dir`` holds no other run's files (:func:`glmlab.run_folder.check_output_dir`).
     """
     from glmlab.data import DataError, read_samples
     from glmlab.loading import build_config
@@ -339,6 +347,9 @@ def check_inputs(args: TrainArgs) -> None:
         raise
     except ValueError as err:
         raise ArgsError(str(err)) from None
+    from glmlab.run_folder import check_output_dir
+
+    check_output_dir(args)  # one run per folder (glmlab.run_folder); reads only
 
 
 def to_argv(args: TrainArgs) -> list[str]:

@@ -5,7 +5,7 @@ the optimizer step), holding:
 
 * what the method saves (see :mod:`glmlab.methods`): the full model, a peft adapter or
   the prefix encoder, plus the tokenizer files -- what inference reloads;
-* ``glmlab_checkpoint.json``: ``train_type``, ``mode``, ``base_model``, ``epoch``, ``step``,
+* ``glmlab_checkpoint.json``: ``run_id`` (:mod:`glmlab.run_folder`), ``train_type``, ``mode``, ``base_model``, ``epoch``, ``step``,
   precision, ZeRO stage, world size and the training arguments;
 * ``deepspeed/``: DeepSpeed's own state (``engine.save_checkpoint``: optimizer and, for
   ZeRO, its partitions, the scheduler, the step counters; frozen weights are left out,
@@ -62,7 +62,14 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path:
-    """The checkpoint of ``output_dir`` with the highest optimizer step (``epoch-E-step-S``)."""
+    """The checkpoint of ``output_dir`` with the highest optimizer step (``epoch-E-step-S``).
+
+    Raises :class:`glmlab.run_folder.MixedRunsError` (one line naming them) when the folder holds
+    the files of several runs (left by an older glmlab): the newest checkpoint could be another run's.
+    """
+    from glmlab.run_folder import one_run
+
+    one_run(output_dir)
     folders = checkpoint_folders(output_dir)
     if not folders:
         raise FileNotFoundError(f"{output_dir}: no epoch-E-step-S checkpoint folder")
@@ -132,14 +139,15 @@ def gather_state_dict(engine, trainable_only: bool) -> dict[str, torch.Tensor] |
 
 # --------------------------------------------------------------------------- save
 def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int, position: dict[str, int],
-                    log: Callable[[str], Any] = print) -> Path:
+                    run_id: str | None = None, log: Callable[[str], Any] = print) -> Path:
     """Write ``output_dir/epoch-E-step-S`` atomically; every process must call it. Returns the folder.
 
     ``position`` says where training stands (``epoch`` index from 0, ``micro_step`` within
     that epoch, optimizer ``step``); it is stored with DeepSpeed's state for ``--resume_from``.
     With ``args.save_only_model`` no DeepSpeed state is written; with ``args.save_total_limit``
     the older checkpoints' states are pruned once this one is in place. Rank 0 reports the
-    checkpoint's size (and what pruning freed) through ``log``.
+    checkpoint's size (and what pruning freed) through ``log``. ``run_id`` names the run
+    (:mod:`glmlab.run_folder`) in ``glmlab_checkpoint.json``.
     """
     output_dir = Path(args.output_dir)
     name = checkpoint_name(epoch, step)
@@ -164,6 +172,7 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
             script.replace(tmp / DS_STATE_TAG / script.name)
         strategy.save(engine.module, tokenizer, tmp, state_dict=state_dict)
         info = {
+            "run_id": run_id,
             "train_type": args.train_type,
             "mode": args.mode,
             "base_model": str(Path(args.model_name_or_path).resolve()),

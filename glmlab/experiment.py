@@ -133,13 +133,15 @@ def on_gpu() -> bool:
 def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     """Train with ``flags`` into ``run_dir`` through ``scripts/launch_ds.py``; returns the wall time (s).
 
+    A notebook cell run again replaces its own run: ``--overwrite_output_dir`` (unless ``flags``
+    resume one), so the scores, curves and examples that follow are the new run's.
     Raises ``RuntimeError`` with the end of the job's output when it fails.
     """
     from glmlab.args import TrainArgs, to_argv
     from glmlab.train import free_port
 
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # training appends to it; a re-run starts afresh
-    argv = to_argv(TrainArgs(**{**flags, "output_dir": str(run_dir)}))  # checks every flag, then back to argv
+    flags = {"overwrite_output_dir": not flags.get("resume_from"), **flags, "output_dir": str(run_dir)}
+    argv = to_argv(TrainArgs(**flags))  # checks every flag, then back to argv
     where = ["--gpus", ",".join(map(str, range(nproc)))] if on_gpu() else ["--cpu", str(nproc)]
     cmd = [sys.executable, str(LAUNCHER), *where, "--master_port", str(free_port()), "--", *argv]
     print("$ python scripts/launch_ds.py", " ".join(cmd[2:]), flush=True)
@@ -211,6 +213,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     from glmlab.checkpoint import latest_checkpoint
     from glmlab.data import read_samples
     from glmlab.predict import write_jsonl
+    from glmlab.run_folder import one_run
 
     run_dir = Path(setup.output_dir) / label
     flags = {**setup.flags(), **method_flags}
@@ -218,6 +221,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     wall = launch(flags, run_dir, setup.nproc)                                   # 1-2. check and train
 
     checkpoint = latest_checkpoint(run_dir)                                      # 3. predict and score
+    run_id = one_run(run_dir)  # the run just trained (the folder holds no other)
     model, tokenizer, mode = load(checkpoint)
     samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
     predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
@@ -226,7 +230,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
 
     steps, losses = plots.loss_curve(run_dir)                                    # 5. the row
     trainable, total = trainable_parameters(setup.model_dir, setup.mode, flags)
-    row = {"method": flags["train_type"], "variant": label, "mode": mode, "run_dir": str(run_dir),
+    row = {"method": flags["train_type"], "variant": label, "mode": mode, "run_dir": str(run_dir), "run_id": run_id,
            "checkpoint": str(checkpoint), "predictions": str(run_dir / "predictions.jsonl"),
            "learning_rate": flags["learning_rate"], "steps": steps[-1] if steps else 0,
            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
@@ -284,7 +288,8 @@ def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, An
                   root: str | Path = REPO / "runs") -> dict[str, str]:
     """The notebooks among ``notebooks`` whose results in their default output folder (``root/<name>``)
     were made with the settings ``expected`` (the :data:`SHARED_KEYS` of a :class:`Setup`), every run at
-    its method's default learning rate and with its checkpoint still there: name -> folder.
+    its method's default learning rate and with its checkpoint still there, the newest of its folder and
+    of the run the results name (a folder trained into again since holds another run): name -> folder.
 
     This is how ``06_eval`` reuses what 02-05 trained when the notebooks run in order, instead of
     training the same runs twice; a notebook run with other parameters is trained again."""
@@ -298,10 +303,25 @@ def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, An
         same = all(str(summary.get("setup", {}).get(k)) == str(expected.get(k)) for k in SHARED_KEYS)
         runs = summary.get("runs") or []
         defaults = all(r.get("learning_rate") == LEARNING_RATES.get(r.get("method")) for r in runs)
-        present = all(Path(r.get("checkpoint", ""), "glmlab_checkpoint.json").is_file() for r in runs)
+        present = all(_still_there(r) for r in runs)
         if same and runs and defaults and present:
             found[name] = str(path.parent)
     return found
+
+
+def _still_there(row: dict) -> bool:
+    """Whether a result row's checkpoint is still its run folder's newest, of the run that scored it."""
+    from glmlab.checkpoint import latest_checkpoint, read_info
+    from glmlab.run_folder import MixedRunsError
+
+    checkpoint = Path(row.get("checkpoint", ""))
+    if not (checkpoint / "glmlab_checkpoint.json").is_file():
+        return False
+    try:
+        newest = latest_checkpoint(checkpoint.parent)
+    except (MixedRunsError, FileNotFoundError):
+        return False
+    return newest == checkpoint and read_info(checkpoint).get("run_id") == row.get("run_id")
 
 
 def examples(setup: Setup, runs: list[dict], n: int = 3) -> list[dict]:

@@ -123,8 +123,12 @@ def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = No
         raise CheckpointError(f"checkpoint folder not found: {path}")
     if _is_run_dir(path):  # a training run's --output_dir: its newest checkpoint
         from glmlab.checkpoint import latest_checkpoint
+        from glmlab.run_folder import MixedRunsError
 
-        path = latest_checkpoint(path)
+        try:
+            path = latest_checkpoint(path)
+        except MixedRunsError as err:  # a folder of two runs (an older glmlab's): its newest may be either's
+            raise CheckpointError(str(err)) from None
     meta: dict = {}
     if (path / CHECKPOINT_FILE).is_file():
         meta = _read_json(path / CHECKPOINT_FILE)

@@ -22,10 +22,16 @@ IGNORE_INDEX = -100
 
 
 def read_metrics(output_dir: str | Path) -> list[dict]:
-    """The records of ``output_dir/metrics.jsonl`` in order (empty when the file does not exist)."""
+    """The records of ``output_dir/metrics.jsonl`` in order (empty when the file does not exist).
+
+    Raises :class:`glmlab.run_folder.MixedRunsError` (one line naming them) when the folder holds
+    several runs' files (left by an older glmlab): a curve must be one run's."""
+    from glmlab.run_folder import one_run
+
     path = Path(output_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
+    one_run(output_dir)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -37,7 +37,11 @@ Logging: every ``--show_loss_step`` optimizer steps, rank 0 appends
 ``output_dir/metrics.jsonl`` and writes the same scalars as TensorBoard events in
 ``output_dir/tensorboard``; ``overhead_share`` is the share of the wall time spent outside
 forward, backward and the optimizer step (data, logging). With ``--eval_path`` the eval
-loss is computed and logged at every epoch end.
+loss is computed and logged at every epoch end. Every record carries the run's ``run_id``.
+
+One run per folder (:mod:`glmlab.run_folder`): ``output_dir`` holding another run's files is
+refused before any model loads (``--resume_from`` continues that run, ``--overwrite_output_dir``
+replaces it); rank 0 holds an exclusive lock on ``output_dir/glmlab.lock`` for the whole run.
 """
 
 from __future__ import annotations
@@ -216,6 +220,7 @@ class Run:
     world_size: int
     position: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "micro_step": 0, "step": 0})
     rng: dict | None = None  # the random state to restore at ``position`` (resume)
+    folder: Any = None  # the claimed output_dir (glmlab.run_folder.RunFolder): the run id, rank 0's lock
 
 
 def _loader(samples, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
@@ -244,6 +249,7 @@ def setup(args: TrainArgs) -> Run:
     from glmlab.checkpoint import load_checkpoint
     from glmlab.data import encode_file
     from glmlab.methods import get_strategy
+    from glmlab.run_folder import claim_output_dir, clear_previous_run
 
     _init_processes()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -257,6 +263,8 @@ def setup(args: TrainArgs) -> Run:
     if precision == "fp16" and on_cpu:
         raise ArgsError("--precision fp16 needs a GPU (DeepSpeed refuses fp16 on the CPU); use bf16 or fp32")
     args.precision = precision
+    # One run per folder: rank 0 locks output_dir for the run's life and checks it again; all stop if refused.
+    folder = claim_output_dir(args, rank, world)
     seed_everything(args.seed)
 
     tokenizer = load_tokenizer(args.model_name_or_path, args.mode)
@@ -297,13 +305,14 @@ def setup(args: TrainArgs) -> Run:
     if ds_config.get("zero_optimization", {}).get("stage") == 3:
         partition_for_zero3(model, ds_config, device)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
-    run = Run(args, engine, strategy, tokenizer, loader, sampler, eval_loader, plan, device, rank, world)
+    run = Run(args, engine, strategy, tokenizer, loader, sampler, eval_loader, plan, device, rank, world, folder=folder)
     if args.resume_from:
         run.position, run.rng = load_checkpoint(engine, args.resume_from)
         if rank == 0:
             print(f"resumed from {args.resume_from} at optimizer step {run.position['step']}", flush=True)
-    if rank == 0:  # only now, when everything has loaded, is anything written
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # only now, when everything has loaded, is anything but the lock written
+        clear_previous_run(args, folder.run_id)
+        print(f"run {folder.run_id}{' (continued)' if folder.resumed else ''} in {args.output_dir}", flush=True)
     return run
 
 
@@ -320,8 +329,9 @@ def peak_memory_mb(device) -> float:
 class MetricsLog:
     """``metrics.jsonl`` plus TensorBoard events, written by rank 0 only."""
 
-    def __init__(self, output_dir: str, enabled: bool):
+    def __init__(self, output_dir: str, enabled: bool, run_id: str | None = None):
         self.enabled = enabled
+        self.run_id = run_id  # in every record: what a folder holds is one run
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -333,7 +343,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps({**record, "run_id": self.run_id}) + "\n")
         for key, value in record.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"train/{key}" if not key.startswith("eval") else key, value, record["step"])
@@ -435,7 +445,7 @@ def train(run: Run) -> int:
 
     args, engine, plan = run.args, run.engine, run.plan
     step = run.position["step"]
-    log = MetricsLog(args.output_dir, enabled=run.rank == 0)
+    log = MetricsLog(args.output_dir, enabled=run.rank == 0, run_id=run.folder.run_id)
     bar = tqdm(total=plan.total_steps, initial=step, disable=run.rank != 0, unit="step", dynamic_ncols=True)
     meter = Meter(run.device)
     last_saved: dict[str, Any] = {"step": None, "folder": None}
@@ -449,7 +459,7 @@ def train(run: Run) -> int:
         else:
             position = {"epoch": epoch, "micro_step": micro_step, "step": step}
         folder = save_checkpoint(engine, run.strategy, run.tokenizer, args, epoch=epoch + 1, step=step, position=position,
-                                 log=bar.write)  # rank 0 writes its size, and what --save_total_limit pruned
+                                 run_id=run.folder.run_id, log=bar.write)  # rank 0 writes its size, and what --save_total_limit pruned
         last_saved.update(step=step, folder=folder)
         meter.restart_clock()  # saving is not step time
 
@@ -545,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if run is not None:
             run.engine.destroy()  # releases ZeRO-3's hooks and threads before the process group goes
+            run.folder.release()  # the output_dir lock (the process's end would release it too)
         if dist.is_available() and dist.is_initialized():
             if together:
                 dist.barrier()
