@@ -5,7 +5,8 @@ the optimizer step), holding:
 
 * what the method saves (see :mod:`glmlab.methods`): the full model, a peft adapter or
   the prefix encoder, plus the tokenizer files -- what inference reloads;
-* ``glmlab_checkpoint.json``: ``run_id`` (:mod:`glmlab.run_folder`), ``train_type``, ``mode``, ``base_model``, ``epoch``, ``step``,
+* ``glmlab_checkpoint.json``: ``run_id`` (:mod:`glmlab.run_folder`), ``train_type``, ``mode``,
+  ``base_model``, ``epoch``, ``step``,
   precision, ZeRO stage, world size and the training arguments;
 * ``deepspeed/``: DeepSpeed's own state (``engine.save_checkpoint``: optimizer and, for
   ZeRO, its partitions, the scheduler, the step counters; frozen weights are left out,

@@ -86,7 +86,10 @@ class RunGroup:
     args: dict[str, Any] = field(default_factory=dict)  # its training arguments (from a checkpoint)
 
     def describe(self, differing: list[str]) -> str:
-        what = ", ".join(dict.fromkeys(self.files))
+        checkpoints = [f for f in self.files if f != METRICS_NAME]
+        if len(checkpoints) > 3:  # the first and the newest say enough
+            checkpoints = [f"{checkpoints[0]} .. {checkpoints[-1]} ({len(checkpoints)} checkpoints)"]
+        what = ", ".join(checkpoints + [f for f in self.files if f == METRICS_NAME])
         if self.run_id is None and self.files == [METRICS_NAME] and not self.args:
             return f"{METRICS_NAME} records without run id"
         if self.run_id is not None:
@@ -304,10 +307,10 @@ def claim_output_dir(args, rank: int, world_size: int) -> RunFolder:
                                 f"to end, or choose another --output_dir")
             check_output_dir(args)  # again, under the lock
             verdict.update(run_id=run_id, resumed=resumed_id is not None)
-        except ArgsError as err:
+        except Exception as err:  # noqa: BLE001 - every rank must hear of it, or the others wait forever
             if lock is not None:
                 lock.release()
-            verdict["error"] = str(err)
+            verdict["error"] = str(err) if isinstance(err, ArgsError) else f"--output_dir {folder}: {err}"
     if world_size > 1:
         import torch.distributed as dist
 

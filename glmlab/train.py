@@ -459,7 +459,8 @@ def train(run: Run) -> int:
         else:
             position = {"epoch": epoch, "micro_step": micro_step, "step": step}
         folder = save_checkpoint(engine, run.strategy, run.tokenizer, args, epoch=epoch + 1, step=step, position=position,
-                                 run_id=run.folder.run_id, log=bar.write)  # rank 0 writes its size, and what --save_total_limit pruned
+                                 run_id=run.folder.run_id,
+                                 log=bar.write)  # rank 0 writes its size, and what --save_total_limit pruned
         last_saved.update(step=step, folder=folder)
         meter.restart_clock()  # saving is not step time
 

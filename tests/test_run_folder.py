@@ -72,7 +72,8 @@ def runs(tiny_model, tmp_path_factory):
     procs = {seed: start(train_argv(model, race, seed=seed, **FLAGS)) for seed in (1, 2)}
     ended = {}
     while len(ended) < len(procs) and time.perf_counter() - t0 < 300:
-        ended.update({seed: time.perf_counter() - t0 for seed, p in procs.items() if seed not in ended and p.poll() is not None})
+        now = time.perf_counter() - t0
+        ended.update({seed: now for seed, p in procs.items() if seed not in ended and p.poll() is not None})
         time.sleep(0.05)
     done = {}
     for seed, proc in procs.items():
@@ -115,6 +116,7 @@ def runs(tiny_model, tmp_path_factory):
             "before": before, "refused": refused, "after_refusal": after_refusal, "row": row}
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_one_trains_the_other_is_refused(runs):
     done, winner, race, kept = runs["done"], runs["winner"], runs["race"], runs["kept"]
     loser = done[3 - winner]
@@ -135,6 +137,7 @@ def test_two_runs_at_once_one_trains_the_other_is_refused(runs):
     assert str(3 - winner) not in {str(i["args"]["seed"]) for i in kept["infos"].values()}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_at_once_and_equals_the_uninterrupted_one(runs):
     assert runs["alive"], "the run ended before it could be killed"
     assert runs["cut"] and FINAL not in runs["cut"]
@@ -155,6 +158,7 @@ def test_a_killed_run_resumes_at_once_and_equals_the_uninterrupted_one(runs):
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_refused_rerun_changes_nothing(runs):
     refused, race = runs["refused"], runs["race"]
     assert refused.proc.returncode == 2, refused.explain()
@@ -166,6 +170,7 @@ def test_refused_rerun_changes_nothing(runs):
     assert runs["after_refusal"] == runs["before"]
 
 
+@pytest.mark.slow
 def test_a_notebook_run_again_overwrites_and_reports_the_new_run(runs):
     """--overwrite_output_dir (what run_method passes): the newest checkpoint and every record are the new
     run's, and the row -- checkpoint, steps, F1 -- reports it, not the 3-epoch run the folder held."""
@@ -179,9 +184,11 @@ def test_a_notebook_run_again_overwrites_and_reports_the_new_run(runs):
     assert {r["run_id"] for r in records} == {info["run_id"]} == {row["run_id"]}
     assert row["checkpoint"] == str(newest) and row["steps"] == 30
     predictions = [json.loads(line) for line in Path(row["predictions"]).read_text().splitlines()]
-    assert len(predictions) == 4 and row["f1"] == pytest.approx(score(predictions, [p["prediction"] for p in predictions])["f1"])
+    assert len(predictions) == 4
+    assert row["f1"] == pytest.approx(score(predictions, [p["prediction"] for p in predictions])["f1"])
 
 
+@pytest.mark.slow
 def test_a_held_lock_stops_every_process_at_once(runs, tmp_path):
     """Rank 0 of a two-process launcher run finds the folder locked (by this test); both processes stop."""
     folder = tmp_path / "held"
@@ -202,6 +209,7 @@ def test_a_held_lock_stops_every_process_at_once(runs, tmp_path):
     assert seconds < 120
 
 
+@pytest.mark.slow
 def test_folders_of_two_older_runs_are_refused_by_every_reader(runs, tmp_path):
     """An older glmlab's folder (no run ids) holding two runs: every reader names them in one line."""
     from glmlab.args import ArgsError, parse_args
@@ -235,3 +243,26 @@ def test_folders_of_two_older_runs_are_refused_by_every_reader(runs, tmp_path):
     shutil.rmtree(folder / FINAL)
     (folder / "metrics.jsonl").unlink()
     assert latest_checkpoint(folder) == folder / "epoch-1-step-30" and one_run(folder) is None
+
+
+def test_06_reuses_a_run_only_while_its_checkpoint_is_the_newest_of_its_run(tmp_path):
+    """experiment.reusable_runs: a results row stands only for the run that scored it."""
+    from glmlab.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
+
+    setup = {key: None for key in SHARED_KEYS}
+    run_dir = tmp_path / "04_lora" / "lora"
+
+    def checkpoint(name: str, run_id: str) -> Path:
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / INFO_NAME).write_text(json.dumps({"run_id": run_id, "args": {"seed": 1}}))
+        return run_dir / name
+
+    row = {"method": "lora", "learning_rate": LEARNING_RATES["lora"], "run_id": "A",
+           "checkpoint": str(checkpoint("epoch-1-step-5", "A"))}
+    (tmp_path / "04_lora" / "results.json").write_text(json.dumps({"setup": setup, "runs": [row]}))
+    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {"04_lora": str(tmp_path / "04_lora")}
+    checkpoint("epoch-2-step-10", "A")  # the same run went on: its row no longer shows its newest checkpoint
+    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {}
+    shutil.rmtree(run_dir)
+    checkpoint("epoch-1-step-5", "B")  # another run in its place, at the same step
+    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {}
