@@ -8,7 +8,8 @@ It does, in plain sight (read the code below):
 
 1. **check** the flags (:class:`glmlab.args.TrainArgs`, before anything starts);
 2. **train** through ``scripts/launch_ds.py`` -- the same command a cluster job runs: ``--cpu N``
-   DeepSpeed processes without a GPU, else the first N GPUs;
+   DeepSpeed processes without a GPU, else the first N GPUs -- with ``--overwrite_output_dir``: a cell
+   run again replaces its own run (one run per folder, :mod:`glmlab.run_folder`);
 3. **predict** the held-out test file with the last checkpoint (prompts built as in training,
    greedy decoding) and **score** it (triple F1, or ROUGE/BLEU for doc-to-question);
 4. optionally **probe** the general skills again (:func:`probe_skills`): what the base knew, and
