@@ -60,6 +60,10 @@ class MixedRunsError(ValueError):
     """A folder holds the files of more than one run; the message is one line naming them."""
 
 
+class RefusedOnRankZero(ArgsError):
+    """Rank 0 refused the folder and says why; the other ranks stop with it, without repeating the line."""
+
+
 def new_run_id() -> str:
     """A fresh run id: the start time (sortable, readable) and 6 random hex digits."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -318,7 +322,7 @@ def claim_output_dir(args, rank: int, world_size: int) -> RunFolder:
         dist.broadcast_object_list(box, src=0)
         verdict = box[0]
     if verdict["error"]:
-        raise ArgsError(verdict["error"])
+        raise ArgsError(verdict["error"]) if rank == 0 else RefusedOnRankZero(verdict["error"])
     if rank == 0 and verdict["warning"]:
         print(verdict["warning"], flush=True)
     return RunFolder(folder, verdict["run_id"], verdict["resumed"], lock)

@@ -537,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from glmlab.data import DataError
     from glmlab.loading import CheckpointError
+    from glmlab.run_folder import RefusedOnRankZero
 
     run, together = None, False  # together: every process stops here (no one is left in a collective)
     try:
@@ -544,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         train(run)
         together = True
         return 0
+    except RefusedOnRankZero:  # rank 0 prints the one line
+        return 2
     except (ArgsError, DataError, CheckpointError) as err:
         return _fail(str(err))
     except NonFiniteLoss as err:  # every process saw the same all-reduced loss
