@@ -48,11 +48,19 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    """Same keys; tensors equal (``atol`` 0) or within ``atol``.
+
+    With a tolerance, the attention's ``query_key_value`` bias gets ten times more: its key part
+    has an analytically zero gradient (softmax ignores a bias shared by every key), so both runs
+    feed AdamW rounding noise of ~1e-10, which it normalises into steps of up to the learning rate
+    (measured: 3e-6 between a pipeline and a plain run whose losses agree to the last digit).
+    """
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for name in wa:
         if atol:
-            torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=0, msg=name)
+            tolerance = 10 * atol if name.endswith("query_key_value.bias") else atol
+            torch.testing.assert_close(wa[name], wb[name], atol=tolerance, rtol=0, msg=name)
         else:
             assert torch.equal(wa[name], wb[name]), name
 
