@@ -4,7 +4,7 @@
   and, chained, compute the model's logits on a padded batch of rows of different lengths.
 * Real runs (tiny models, fp32, gloo processes): two stages log the losses of one process
   without a pipeline (same data, seed, order, accumulation) and save the same weights, with
-  activation checkpointing (glm2) and without (glm, glm3); the first checkpoint (the first
+  activation checkpointing (glm2) and without (glm, glm3), and the same eval loss; the first checkpoint (the first
   step runs at learning rate 0) is the base folder bit for bit; resuming from a mid-run
   pipeline checkpoint equals the uninterrupted run; two stages x two replicas (4 processes)
   equal the two-process ZeRO-1 run; the converter turns the bare DeepSpeed checkpoint into
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPO_TRAIN, run_train, train_argv
+from conftest import SPO_TEST, SPO_TRAIN, run_train, train_argv
 from safetensors.torch import load_file
 
 PIPE = {"train_type": "all", "ds_file": "ds_zero1_no_offload.json", "learning_rate": "3e-3"}
@@ -203,11 +203,12 @@ def test_converter_turns_the_deepspeed_checkpoint_into_the_saved_folder(glm2_run
 def test_two_stages_equal_one_process_glm_and_glm3(mode, tiny_model, tmp_path_factory):
     data = _lines(tmp_path_factory, 12)
     root = tmp_path_factory.mktemp(mode)
-    flags = dict(per_device_train_batch_size=2)
+    flags = dict(per_device_train_batch_size=2, eval_path=SPO_TEST)
     pipe = _run(tiny_model(mode), mode, root / "pipe", data, 2, pipeline_stages=2, **flags)
     one = _run(tiny_model(mode), mode, root / "one", data, 0, **flags)
     assert len(pipe.losses) == 6
     assert pipe.losses == pytest.approx(one.losses, abs=1e-5)
+    assert len(pipe.eval_losses) == 1 and pipe.eval_losses == pytest.approx(one.eval_losses, abs=1e-5)
     _assert_same_weights(pipe.checkpoints()[-1], one.checkpoints()[-1], atol=1e-6)
 
 
