@@ -140,7 +140,8 @@ class TrainArgs:
     # --- DeepSpeed and memory ---
     ds_file: str = _help(
         "DeepSpeed config with the ZeRO/offload settings: a path or a shipped name "
-        "(ds_zero2_no_offload.json, ds_zero2_offload.json, ds_zero3_no_offload.json, ds_zero3_offload.json).",
+        "(ds_zero2_no_offload.json, ds_zero2_offload.json, ds_zero3_no_offload.json, ds_zero3_offload.json; "
+        "ds_zero1_no_offload.json for --pipeline_stages).",
         default="ds_zero2_no_offload.json",
     )
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
@@ -251,9 +252,11 @@ class TrainArgs:
             return  # _check_paths names the bad file
         stage = zero.get("stage", 0)
         if stage not in (0, 1):
-            raise ArgsError(f"--pipeline_stages: DeepSpeed's pipeline engine takes ZeRO stage 0 or 1, --ds_file {ds_path.name} "
-                            f"sets stage {stage} (use --ds_file ds_zero1_no_offload.json)")
-        if any(str(zero.get(k, {}).get("device", "none")).lower() not in ("none", "") for k in ("offload_optimizer", "offload_param")):
+            raise ArgsError(f"--pipeline_stages: DeepSpeed's pipeline engine takes ZeRO stage 0 or 1, "
+                            f"--ds_file {ds_path.name} sets stage {stage} (use --ds_file ds_zero1_no_offload.json)")
+        offloaded = [k for k in ("offload_optimizer", "offload_param")
+                     if str(zero.get(k, {}).get("device", "none")).lower() not in ("none", "")]
+        if offloaded:
             raise ArgsError(f"--pipeline_stages: --ds_file {ds_path.name} offloads to the CPU, which glmlab's pipeline "
                             f"path does not support")
         layers = _num_layers(Path(self.model_name_or_path))

@@ -364,15 +364,15 @@ def write_model_folder(engine, folder: str | Path, config, generation, tokenizer
     folder = Path(folder)
     grid = engine.grid
     stages = grid.pipe_parallel_size
-    names: list[str] = []
+    written: list[tuple[str, str, int]] = []  # (key, shard, bytes) of what this process wrote
     if grid.data_parallel_id == 0:
         shard = SHARD_NAME.format(stage=grid.get_stage_id() + 1, stages=stages)
         state = {n: t.detach().to("cpu").contiguous().clone() for n, t in stage_state_dict(engine.module).items()}
         save_file(state, str(folder / shard), metadata={"format": "pt"})
-        names = [(n, shard, t.numel() * t.element_size()) for n, t in state.items()]
+        written = [(n, shard, t.numel() * t.element_size()) for n, t in state.items()]
         del state
     gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, names)
+    dist.all_gather_object(gathered, written)
     if dist.get_rank() != 0:
         return
     weight_map, total = {}, 0
