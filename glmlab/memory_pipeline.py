@@ -197,3 +197,45 @@ def pipeline_main(args, config: ChatGLMConfig) -> int:
           f"{args.gradient_accumulation_steps}, length {args.max_len}, {args.precision}; per GPU of each stage")
     print(format_pipeline(estimate))
     return 0
+
+
+def _from_values(values: dict) -> PipelineEstimate:
+    """The estimate for the memory calculator's control ``values`` (ZeRO-1, whatever its DeepSpeed config says)."""
+    from glmlab.memory import preset_config
+
+    if values["method"] != "all":
+        raise ValueError(f"pipeline parallelism trains the method all only (got {values['method']})")
+    return estimate_pipeline_memory(preset_config(values["mode"]), values["pipeline_stages"], num_gpus=values["num_gpus"],
+                                    micro_batches=values.get("micro_batches", 8), batch_size=values["batch_size"],
+                                    seq_len=values["seq_len"], precision=values["precision"],
+                                    gradient_checkpointing=values["gradient_checkpointing"])
+
+
+def pipeline_text(values: dict) -> str:
+    """The calculator's plain-text table when its ``pipeline_stages`` control is set (raises ValueError)."""
+    return format_pipeline(_from_values(values))
+
+
+def breakdown_html(values: dict) -> str:
+    """The calculator's table (``glmlab.memory_widget``) when its ``pipeline_stages`` control is set.
+
+    ``values`` are the calculator's controls (``mode``, ``method``, ``num_gpus``, ``batch_size``,
+    ``seq_len``, ``precision``, ``gradient_checkpointing``, ``gpu_gib``, ``pipeline_stages``,
+    ``micro_batches``). The pipeline runs ZeRO-1 whatever the DeepSpeed config control says.
+    """
+    import html
+
+    stages = values["pipeline_stages"]
+    try:
+        e = _from_values(values)
+    except ValueError as err:
+        return f"<p><b>No estimate:</b> {html.escape(str(err))}</p>"
+    columns = ("stage", "blocks", "weights", "grads", "optim", "activations", "logits", "step", "in_flight", "peak_GiB")
+    body = "".join("<tr>" + "".join(f"<td style='text-align:right'>{r[c]:.2f}</td>" if isinstance(r[c], float)
+                                     else f"<td>{r[c]}</td>" for c in columns) + "</tr>" for r in e.rows())
+    fits = values.get("gpu_gib")
+    verdict = "" if fits is None else f" &mdash; <b>{'fits' if e.peak / GIB <= fits else 'does not fit'}</b> on a {fits:g} GiB card"
+    return (f"<p>{values['mode']} 6B, all, {stages} pipeline stages x {e.data_parallel} replica(s), ZeRO-1; GiB per GPU</p>"
+            f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in columns)}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p>peak {e.peak / GIB:.2f} GiB per GPU{verdict}; bubble {e.bubble:.1%}; each stage boundary carries "
+            f"{e.sends_per_step / 2**20:.0f} MiB per step</p>")

@@ -250,3 +250,16 @@ def test_memory_rows_count_each_stages_real_parameters(tiny_model, mode, capsys)
     assert main(["--model_name_or_path", str(folder), "--mode", mode, "--train_type", "all", "--pipeline_stages", "2",
                  "--gradient_accumulation_steps", "4", "--precision", "fp32", "--max_len", "64"]) == 0
     assert "bubble (p-1)/(m+p-1) = 20.0%" in capsys.readouterr().out
+
+
+def test_memory_calculator_has_pipeline_rows():
+    from glmlab import memory_widget
+    from glmlab.memory import preset_config
+    from glmlab.memory_pipeline import estimate_pipeline_memory
+
+    calc = memory_widget.calculator("glm2", "all", num_gpus=4, pipeline_stages=4, micro_batches=8, seq_len=1024)
+    e = estimate_pipeline_memory(preset_config("glm2"), 4, num_gpus=4, micro_batches=8, batch_size=1, seq_len=1024,
+                                 gradient_checkpointing=True)
+    assert "bubble (p-1)/(m+p-1) = 27.3%" in calc.text()
+    assert f"peak {e.peak / 2**30:.2f} GiB per GPU" in memory_widget.breakdown_html(calc.values)
+    assert "do not divide 4 GPUs" in memory_widget.breakdown_html({**calc.values, "pipeline_stages": 3})
