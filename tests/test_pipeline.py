@@ -263,3 +263,19 @@ def test_memory_calculator_has_pipeline_rows():
     assert "bubble (p-1)/(m+p-1) = 27.3%" in calc.text()
     assert f"peak {e.peak / 2**30:.2f} GiB per GPU" in memory_widget.breakdown_html(calc.values)
     assert "do not divide 4 GPUs" in memory_widget.breakdown_html({**calc.values, "pipeline_stages": 3})
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_the_pipeline_without_saving(tiny_model, tmp_path_factory):
+    data = _lines(tmp_path_factory, 16)
+    out = tmp_path_factory.mktemp("nan") / "out"
+    # An absurd learning rate overflows the weights once DeepSpeed's two warmup steps at rate 0 are past.
+    argv = train_argv(tiny_model("glm2"), out, train_path=data, mode="glm2", **{**PIPE, "learning_rate": "1e30"},
+                      pipeline_stages=2, max_grad_norm="0", save_model_step=1, max_steps=8)
+    result = run_train(argv, out, processes=2)
+    assert result.proc.returncode == 1, result.explain()
+    error = [line for line in result.proc.stderr.splitlines() if line.startswith("glmlab.train: error:")]
+    assert len(error) == 1 and "stopped without saving (the pipeline engine had applied it)" in error[0], result.explain()
+    bad_step = int(error[0].split("at optimizer step ")[1].split()[0])
+    assert [int(c.name.rsplit("-", 1)[1]) for c in result.checkpoints()] == list(range(1, bad_step))
+    assert f"last good checkpoint: {out / f'epoch-1-step-{bad_step - 1}'}" in error[0]
