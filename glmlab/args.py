@@ -141,10 +141,17 @@ class TrainArgs:
     # --- DeepSpeed and memory ---
     ds_file: str = _help(
         "DeepSpeed config with the ZeRO/offload settings: a path or a shipped name "
-        "(ds_zero2_no_offload.json, ds_zero2_offload.json, ds_zero3_no_offload.json, ds_zero3_offload.json).",
+        "(ds_zero2_no_offload.json, ds_zero2_offload.json, ds_zero3_no_offload.json, ds_zero3_offload.json; "
+        "ds_zero1_no_offload.json for --pipeline_stages).",
         default="ds_zero2_no_offload.json",
     )
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
+    pipeline_stages: int | None = _help(
+        "--train_type all: split the model's layers into N pipeline stages (DeepSpeed's pipeline engine, "
+        "glmlab.pipeline); the processes are N stages x data-parallel replicas. Needs ZeRO stage 0 or 1 "
+        "(--ds_file ds_zero1_no_offload.json). Default: no pipeline.",
+        default=None,
+    )
     local_rank: int = _help("Set by the DeepSpeed launcher; ignored otherwise.", default=-1)
 
     # --- logging and checkpoints ---
@@ -208,6 +215,8 @@ class TrainArgs:
         except ValueError as err:
             raise ArgsError(str(err)) from None
         self._check_paths()
+        if self.pipeline_stages is not None:
+            self._check_pipeline()
         if self.precision == "fp16" and not _cuda_available():
             raise ArgsError("--precision fp16 needs a GPU (DeepSpeed refuses fp16 on the CPU); use bf16 or fp32")
 
@@ -235,10 +244,48 @@ class TrainArgs:
             if problem:
                 raise ArgsError(f"--resume_from {problem}")
 
+    def _check_pipeline(self) -> None:
+        """The combinations DeepSpeed's pipeline engine (or glmlab's pipeline path) cannot run, one line each."""
+        n = self.pipeline_stages
+        if n < 1:
+            raise ArgsError(f"--pipeline_stages must be at least 1 (got {n})")
+        if self.train_type != "all":
+            raise ArgsError(f"--pipeline_stages works with --train_type all only (got {self.train_type}: "
+                            f"its frozen weights or adapters are not split into stages)")
+        ds_path = resolve_ds_file(self.ds_file)
+        try:
+            zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return  # _check_paths names the bad file
+        stage = zero.get("stage", 0)
+        if stage not in (0, 1):
+            raise ArgsError(f"--pipeline_stages: DeepSpeed's pipeline engine takes ZeRO stage 0 or 1, "
+                            f"--ds_file {ds_path.name} sets stage {stage} (use --ds_file ds_zero1_no_offload.json)")
+        offloaded = [k for k in ("offload_optimizer", "offload_param")
+                     if str(zero.get(k, {}).get("device", "none")).lower() not in ("none", "")]
+        if offloaded:
+            raise ArgsError(f"--pipeline_stages: --ds_file {ds_path.name} offloads to the CPU, which glmlab's pipeline "
+                            f"path does not support")
+        layers = _num_layers(Path(self.model_name_or_path))
+        if layers is not None and n > layers:
+            raise ArgsError(f"--pipeline_stages {n}: more stages than the {layers} layers of {self.model_name_or_path}")
+        world = os.environ.get("GLMLAB_WORLD_SIZE") or os.environ.get("WORLD_SIZE")  # launch_ds.py / the launcher
+        if world and int(world) % n:
+            raise ArgsError(f"--pipeline_stages {n} does not divide the {world} processes "
+                            f"(stages x data-parallel replicas = processes)")
+
     @property
     def ds_path(self) -> Path:
         """The resolved ``--ds_file``."""
         return resolve_ds_file(self.ds_file)
+
+
+def _num_layers(model: Path) -> int | None:
+    """``num_layers`` of a model folder's ``config.json`` (None when unreadable: the path checks report it)."""
+    try:
+        return int(json.loads((model / "config.json").read_text(encoding="utf-8"))["num_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _cuda_available() -> bool:

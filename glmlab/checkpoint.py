@@ -167,7 +167,8 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
         torch.save(rng_state(), tmp / DS_STATE_TAG / f"rng-rank{rank}.pt")
     _barrier()  # every rank's files are in tmp before rank 0 renames it (else a slow rank writes into a moved folder)
 
-    state_dict = gather_state_dict(engine, trainable_only=strategy.saves == "trainable")
+    gather = getattr(strategy, "gather_state_dict", None)  # a pipeline's stages write their own shards (glmlab.pipeline)
+    state_dict = gather(engine, tmp) if gather else gather_state_dict(engine, trainable_only=strategy.saves == "trainable")
     if rank == 0:
         for script in tmp.glob("zero_to_*.py"):  # DeepSpeed's conversion scripts belong with its state
             script.replace(tmp / DS_STATE_TAG / script.name)

@@ -930,6 +930,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="Every method x shipped ZeRO config (stage 2/3, offload or not) x gradient "
                              "checkpointing x quantization for one model, card count and length.")
     parser.add_argument("--gpu_gib", type=float, default=None, help="Mark which estimates fit on a card of this many GiB.")
+    # --- pipeline parallelism (glmlab.memory_pipeline) ---
+    parser.add_argument("--pipeline_stages", type=int, default=None,
+                        help="--train_type all on N pipeline stages (--num_gpus = N x replicas): one row per stage.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                        help="With --pipeline_stages: micro-batches per optimizer step (1F1B's in-flight count and bubble).")
     return parser
 
 
@@ -1041,6 +1046,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_args(args, config)
         common = dict(precision=args.precision, num_gpus=args.num_gpus, batch_size=args.per_device_train_batch_size,
                       seq_len=args.max_len, **_method_args(args))
+        if args.pipeline_stages is not None:  # per-stage rows (glmlab.memory_pipeline)
+            from glmlab.memory_pipeline import pipeline_main
+
+            return pipeline_main(args, config)
         if args.grid:
             print(f"{args.model_name_or_path or args.mode + ' 6B'}: {args.num_gpus} GPU(s), batch "
                   f"{args.per_device_train_batch_size}, length {args.max_len}, {args.precision}; GiB per GPU")

@@ -91,6 +91,10 @@ def estimate(values: dict[str, Any]) -> memory.MemoryEstimate:
 
 def breakdown_html(values: dict[str, Any]) -> str:
     """The estimate of ``values`` as an HTML table (GiB per GPU), or the reason there is none."""
+    if values.get("pipeline_stages"):  # pipeline parallelism: one row per stage (glmlab.memory_pipeline)
+        from glmlab.memory_pipeline import breakdown_html as pipeline_html
+
+        return pipeline_html(values)
     try:
         est = estimate(values)
     except (
@@ -171,6 +175,9 @@ class Calculator:
                 "gpu_gib": w.FloatSlider(
                     value=v["gpu_gib"], min=4, max=141, step=1, description="card GiB"
                 ),
+                # pipeline parallelism (glmlab.memory_pipeline): 0 stages = none
+                "pipeline_stages": w.IntSlider(value=v.get("pipeline_stages", 0), min=0, max=28, description="pipeline"),
+                "micro_batches": w.IntSlider(value=v.get("micro_batches", 8), min=1, max=64, description="micro-batches"),
             }
             table = w.HTML(breakdown_html(v))
 
@@ -207,6 +214,10 @@ class Calculator:
     def text(self) -> str:
         """The current estimate as plain text (:func:`glmlab.memory.format_breakdown`)."""
         try:
+            if self.values.get("pipeline_stages"):  # one row per stage (glmlab.memory_pipeline)
+                from glmlab.memory_pipeline import pipeline_text
+
+                return pipeline_text(self.values)
             return memory.format_breakdown(
                 estimate(self.values), self.values.get("gpu_gib")
             )

@@ -221,6 +221,7 @@ class Run:
     position: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "micro_step": 0, "step": 0})
     rng: dict | None = None  # the random state to restore at ``position`` (resume)
     folder: Any = None  # the claimed output_dir (glmlab.run_folder.RunFolder): the run id, rank 0's lock
+    pipeline: Any = None  # --pipeline_stages: glmlab.pipeline.Pipeline, the other way to take an optimizer step
 
 
 def _loader(samples, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
@@ -249,7 +250,7 @@ def setup(args: TrainArgs) -> Run:
     from glmlab.checkpoint import load_checkpoint
     from glmlab.data import encode_file
     from glmlab.methods import get_strategy
-    from glmlab.run_folder import claim_output_dir, clear_previous_run
+    from glmlab.run_folder import claim_output_dir
 
     _init_processes()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -270,13 +271,26 @@ def setup(args: TrainArgs) -> Run:
     tokenizer = load_tokenizer(args.model_name_or_path, args.mode)
     train_data = encode_file(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len,
                              args.is_skip, verbose=rank == 0)
-    loader, sampler = _loader(train_data, args, tokenizer.pad_token_id, rank, world, shuffle=True)
+    replica, replicas = rank, world  # which data shard this process reads, of how many
+    if args.pipeline_stages:  # the stages of one pipeline replica read the same shard
+        from glmlab.pipeline import data_parallel_position
+
+        if world % args.pipeline_stages:
+            raise ArgsError(f"--pipeline_stages {args.pipeline_stages} does not divide the {world} processes "
+                            f"(stages x data-parallel replicas = processes)")
+        replica, replicas = data_parallel_position(rank, world, args.pipeline_stages)
+    loader, sampler = _loader(train_data, args, tokenizer.pad_token_id, replica, replicas, shuffle=True)
     plan = Plan.build(len(loader), args)
     eval_loader = None
     if args.eval_path:
         eval_data = encode_file(args.eval_path, tokenizer, args.mode, args.max_len, args.max_src_len,
                                 args.is_skip, verbose=False)
-        eval_loader, _ = _loader(eval_data, args, tokenizer.pad_token_id, rank, world, shuffle=False)
+        eval_loader, _ = _loader(eval_data, args, tokenizer.pad_token_id, replica, replicas, shuffle=False)
+    if args.pipeline_stages:  # each process builds and loads only its stage's layers
+        from glmlab.pipeline import setup_pipeline
+
+        return _begin_writing(setup_pipeline(Run(args, None, None, tokenizer, loader, sampler, eval_loader, plan, device,
+                                                 rank, world, folder=folder), replicas, len(train_data)))
 
     strategy = get_strategy(args.train_type)
     # --quantization_bit: quantized layer by layer as it loads, on this process's device, before prepare
@@ -310,9 +324,16 @@ def setup(args: TrainArgs) -> Run:
         run.position, run.rng = load_checkpoint(engine, args.resume_from)
         if rank == 0:
             print(f"resumed from {args.resume_from} at optimizer step {run.position['step']}", flush=True)
-    if rank == 0:  # only now, when everything has loaded, is anything but the lock written
-        clear_previous_run(args, folder.run_id)
-        print(f"run {folder.run_id}{' (continued)' if folder.resumed else ''} in {args.output_dir}", flush=True)
+    return _begin_writing(run)
+
+
+def _begin_writing(run: Run) -> Run:
+    """Only now, when everything has loaded, is anything but the lock written (rank 0)."""
+    from glmlab.run_folder import clear_previous_run
+
+    if run.rank == 0:
+        clear_previous_run(run.args, run.folder.run_id)
+        print(f"run {run.folder.run_id}{' (continued)' if run.folder.resumed else ''} in {run.args.output_dir}", flush=True)
     return run
 
 
@@ -369,12 +390,15 @@ def evaluate(run: Run) -> float:
 
     run.engine.eval()
     loss_sum = count = 0.0
-    with torch.no_grad():
-        for batch in run.eval_loader:
-            batch = {k: v.to(run.device) for k, v in batch.items()}
-            n = int(supervised_tokens(batch["labels"]))
-            loss_sum += float(run.engine(**batch, use_cache=False).loss) * n
-            count += n
+    if run.pipeline is not None:  # DeepSpeed's pipeline schedule over every eval micro-batch
+        loss_sum, count = run.pipeline.evaluate(run.eval_loader)
+    else:
+        with torch.no_grad():
+            for batch in run.eval_loader:
+                batch = {k: v.to(run.device) for k, v in batch.items()}
+                n = int(supervised_tokens(batch["labels"]))
+                loss_sum += float(run.engine(**batch, use_cache=False).loss) * n
+                count += n
     run.engine.train()
     loss_sum, count = _reduce_sum([loss_sum, count], run.device)
     return loss_sum / max(count, 1)
@@ -478,24 +502,34 @@ def train(run: Run) -> int:
 
             for micro_step in range(start, plan.micro_batches_per_epoch):
                 batch = {k: v.to(run.device) for k, v in next(batches).items()}
-                with meter.compute():
-                    loss = engine(**batch, use_cache=False).loss  # mean over this micro-batch's supervised tokens
-                    engine.backward(loss)  # DeepSpeed scales it for accumulation and averages over processes
-                meter.add(loss, batch)
-                if not engine.is_gradient_accumulation_boundary():
+                if run.pipeline is None:
                     with meter.compute():
-                        engine.step()  # DeepSpeed only counts the micro-batch here
+                        loss = engine(**batch, use_cache=False).loss  # mean over this micro-batch's supervised tokens
+                        engine.backward(loss)  # DeepSpeed scales it for accumulation and averages over processes
+                    meter.add(loss, batch)
+                    if not engine.is_gradient_accumulation_boundary():
+                        with meter.compute():
+                            engine.step()  # DeepSpeed only counts the micro-batch here
+                        continue
+                elif not run.pipeline.hold(batch):  # the pipeline engine takes the whole accumulation at once
                     continue
 
-                # An optimizer step. Every process checks the same all-reduced loss before DeepSpeed applies it.
+                # An optimizer step. Every process checks the same all-reduced loss before DeepSpeed applies it
+                # (the pipeline engine applies it inside train_batch, before the check can run).
+                lr = engine.get_lr()[0]  # the rate this step uses
+                if run.pipeline is not None:
+                    with meter.compute():
+                        run.pipeline.train_batch(meter)  # forward, backward, optimizer step (glmlab.pipeline)
                 step_loss = meter.end_step()
                 if not math.isfinite(step_loss):
                     kept = f"; last good checkpoint: {last_saved['folder']}" if last_saved["folder"] else ""
+                    stopped = ("stopped without saving (the pipeline engine had applied it)" if run.pipeline is not None
+                               else "stopped before applying it")
                     raise NonFiniteLoss(f"loss is {step_loss} at optimizer step {step + 1} (epoch {epoch + 1}); "
-                                        f"stopped before applying it{kept}")
-                lr = engine.get_lr()[0]  # the rate this step uses
-                with meter.compute():
-                    engine.step()  # clip, optimizer step, schedule step, zero the gradients
+                                        f"{stopped}{kept}")
+                if run.pipeline is None:
+                    with meter.compute():
+                        engine.step()  # clip, optimizer step, schedule step, zero the gradients
                 step += 1
                 bar.update(1)
 

@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from glmlab.args import ArgsError, parse_args
 
+    if not opts.hostfile and (opts.cpu or opts.gpus):  # the world size is known: --pipeline_stages is checked against it
+        os.environ["GLMLAB_WORLD_SIZE"] = str(opts.cpu or len(opts.gpus.split(",")))
     try:
         parse_args(train_argv)
     except ArgsError as err:
