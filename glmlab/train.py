@@ -218,15 +218,16 @@ class Run:
     rng: dict | None = None  # the random state to restore at ``position`` (resume)
 
 
-def _loader(samples, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
+def _loader(mixture, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
     import torch
     from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
 
-    from glmlab.data import DataCollator, EncodedDataset
+    from glmlab.data import DataCollator
+    from glmlab.mixture import MixtureDataset, MixtureSampler
 
-    dataset = EncodedDataset(samples)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=args.seed)
+    # The sampler's set_epoch also redraws the mixture's samples for that epoch (glmlab.mixture).
+    dataset = MixtureDataset(mixture)
+    sampler = MixtureSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=args.seed)
     # Its own generator, so creating an iterator never draws from the global RNG (exact resume).
     loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, sampler=sampler,
                         collate_fn=DataCollator(pad_id), generator=torch.Generator().manual_seed(args.seed))
@@ -242,8 +243,8 @@ def setup(args: TrainArgs) -> Run:
 
     from glmlab import load_model, load_tokenizer
     from glmlab.checkpoint import load_checkpoint
-    from glmlab.data import encode_file
     from glmlab.methods import get_strategy
+    from glmlab.mixture import Mixture
 
     _init_processes()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -260,14 +261,14 @@ def setup(args: TrainArgs) -> Run:
     seed_everything(args.seed)
 
     tokenizer = load_tokenizer(args.model_name_or_path, args.mode)
-    train_data = encode_file(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len,
-                             args.is_skip, verbose=rank == 0)
+    train_data = Mixture.encode(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len,
+                                args.is_skip, seed=args.seed, verbose=rank == 0)
     loader, sampler = _loader(train_data, args, tokenizer.pad_token_id, rank, world, shuffle=True)
     plan = Plan.build(len(loader), args)
     eval_loader = None
     if args.eval_path:
-        eval_data = encode_file(args.eval_path, tokenizer, args.mode, args.max_len, args.max_src_len,
-                                args.is_skip, verbose=False)
+        eval_data = Mixture.encode(args.eval_path, tokenizer, args.mode, args.max_len, args.max_src_len,
+                                   args.is_skip, seed=args.seed, verbose=False)
         eval_loader, _ = _loader(eval_data, args, tokenizer.pad_token_id, rank, world, shuffle=False)
 
     strategy = get_strategy(args.train_type)
@@ -304,6 +305,7 @@ def setup(args: TrainArgs) -> Run:
             print(f"resumed from {args.resume_from} at optimizer step {run.position['step']}", flush=True)
     if rank == 0:  # only now, when everything has loaded, is anything written
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        train_data.write_counts(Path(args.output_dir) / "data.json")  # what each file gave, on record
     return run
 
 
