@@ -80,11 +80,13 @@ class TrainArgs:
 
     # --- model and data ---
     model_name_or_path: str = _help("Folder of the base checkpoint (official layout, or one written by glmlab).")
-    train_path: str = _help("Training samples: JSON lines or a JSON array (see glmlab.data).")
+    train_path: str = _help("Training samples: JSON lines or a JSON array (see glmlab.data); several files "
+                            "mix, comma-separated, FILE#N taking N samples of FILE per epoch (see glmlab.mixture).")
     output_dir: str = _help("Where checkpoints, metrics.jsonl and TensorBoard events go (created when training starts); "
                             "one run per folder, locked while it trains (see --overwrite_output_dir).")
     mode: str = _help("Model generation and prompt format.", default="glm2", meta={"choices": MODES})
-    eval_path: str | None = _help("Optional held-out samples; their loss is computed at each epoch end.", default=None)
+    eval_path: str | None = _help("Optional held-out samples (a mixture, as --train_path); their loss is computed "
+                                  "at each epoch end.", default=None)
     max_len: int = _help("Longest training sequence in tokens (prompt + answer + specials).", default=1024)
     max_src_len: int = _help("Longest prompt (source) in tokens; longer prompts are cut.", default=256)
     is_skip: bool = _help("Drop samples that would be cut instead of cutting them.", default=False)
@@ -226,10 +228,16 @@ class TrainArgs:
             raise ArgsError(f"--model_name_or_path {self.model_name_or_path}: no such folder")
         if not (model / "config.json").is_file():
             raise ArgsError(f"--model_name_or_path {self.model_name_or_path}: no config.json (not a model folder)")
+        from glmlab.data import DataError
+        from glmlab.mixture import parse_spec
+
         for name in ("train_path", "eval_path"):
             value = getattr(self, name)
-            if value is not None and not Path(value).is_file():
-                raise ArgsError(f"--{name} {value}: no such file")
+            if value is not None:
+                try:
+                    parse_spec(value)  # FILE or FILE#N, comma-separated; every file exists
+                except DataError as err:
+                    raise ArgsError(f"--{name} {err}") from None
         ds_path = resolve_ds_file(self.ds_file)
         try:
             ds_config = json.loads(ds_path.read_text(encoding="utf-8"))
@@ -366,9 +374,10 @@ def check_inputs(args: TrainArgs) -> None:
     ``--mode glm3``), checks that the method's targets match the checkpoint's tensor names
     and that ``--output_dir`` holds no other run's files (:func:`glmlab.run_folder.check_output_dir`).
     """
-    from glmlab.data import DataError, read_samples
+    from glmlab.data import DataError
     from glmlab.loading import build_config
     from glmlab.methods import checkpoint_parameter_names, get_strategy
+    from glmlab.mixture import validate_spec
 
     try:
         build_config(args.model_name_or_path, args.mode)
@@ -380,13 +389,9 @@ def check_inputs(args: TrainArgs) -> None:
         if path is None:
             continue
         try:
-            samples = read_samples(path)
+            validate_spec(path, args.mode)  # every file of the mixture, every sample
         except (DataError, ValueError, OSError) as err:
             raise ArgsError(f"--{name}: {err}") from None
-        if not samples:
-            raise ArgsError(f"--{name} {path}: no samples")
-        if args.mode != "glm3" and any("conversations" in s for s in samples):
-            raise ArgsError(f"--{name} {path}: conversation samples need --mode glm3 (got --mode {args.mode})")
     try:
         names = checkpoint_parameter_names(args.model_name_or_path)
         get_strategy(args.train_type).check(args, names)

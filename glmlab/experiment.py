@@ -152,7 +152,7 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     if proc.returncode:
         raise RuntimeError(f"{run_dir.name}: training failed ({proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     for line in proc.stdout.splitlines():
-        if "trainable params" in line or "samples," in line or line.startswith("warning"):
+        if "trainable params" in line or "samples," in line or "samples per epoch" in line or line.startswith("warning"):
             print(line)
     return wall
 

@@ -224,15 +224,16 @@ class Run:
     pipeline: Any = None  # --pipeline_stages: glmlab.pipeline.Pipeline, the other way to take an optimizer step
 
 
-def _loader(samples, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
+def _loader(mixture, args: TrainArgs, pad_id: int, rank: int, world: int, shuffle: bool):
     import torch
     from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
 
-    from glmlab.data import DataCollator, EncodedDataset
+    from glmlab.data import DataCollator
+    from glmlab.mixture import MixtureDataset, MixtureSampler
 
-    dataset = EncodedDataset(samples)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=args.seed)
+    # The sampler's set_epoch also redraws the mixture's samples for that epoch (glmlab.mixture).
+    dataset = MixtureDataset(mixture)
+    sampler = MixtureSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=args.seed)
     # Its own generator, so creating an iterator never draws from the global RNG (exact resume).
     loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, sampler=sampler,
                         collate_fn=DataCollator(pad_id), generator=torch.Generator().manual_seed(args.seed))
@@ -248,8 +249,8 @@ def setup(args: TrainArgs) -> Run:
 
     from glmlab import load_model, load_tokenizer
     from glmlab.checkpoint import load_checkpoint
-    from glmlab.data import encode_file
     from glmlab.methods import get_strategy
+    from glmlab.mixture import Mixture
     from glmlab.run_folder import claim_output_dir
 
     _init_processes()
@@ -269,8 +270,8 @@ def setup(args: TrainArgs) -> Run:
     seed_everything(args.seed)
 
     tokenizer = load_tokenizer(args.model_name_or_path, args.mode)
-    train_data = encode_file(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len,
-                             args.is_skip, verbose=rank == 0)
+    train_data = Mixture.encode(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len,
+                                args.is_skip, seed=args.seed, verbose=rank == 0)
     replica, replicas = rank, world  # which data shard this process reads, of how many
     if args.pipeline_stages:  # the stages of one pipeline replica read the same shard
         from glmlab.pipeline import data_parallel_position
@@ -283,14 +284,14 @@ def setup(args: TrainArgs) -> Run:
     plan = Plan.build(len(loader), args)
     eval_loader = None
     if args.eval_path:
-        eval_data = encode_file(args.eval_path, tokenizer, args.mode, args.max_len, args.max_src_len,
-                                args.is_skip, verbose=False)
+        eval_data = Mixture.encode(args.eval_path, tokenizer, args.mode, args.max_len, args.max_src_len,
+                                   args.is_skip, seed=args.seed, verbose=False)
         eval_loader, _ = _loader(eval_data, args, tokenizer.pad_token_id, replica, replicas, shuffle=False)
     if args.pipeline_stages:  # each process builds and loads only its stage's layers
         from glmlab.pipeline import setup_pipeline
 
         return _begin_writing(setup_pipeline(Run(args, None, None, tokenizer, loader, sampler, eval_loader, plan, device,
-                                                 rank, world, folder=folder), replicas, len(train_data)))
+                                                 rank, world, folder=folder), replicas, len(train_data)), train_data)
 
     strategy = get_strategy(args.train_type)
     # --quantization_bit: quantized layer by layer as it loads, on this process's device, before prepare
@@ -324,15 +325,16 @@ def setup(args: TrainArgs) -> Run:
         run.position, run.rng = load_checkpoint(engine, args.resume_from)
         if rank == 0:
             print(f"resumed from {args.resume_from} at optimizer step {run.position['step']}", flush=True)
-    return _begin_writing(run)
+    return _begin_writing(run, train_data)
 
 
-def _begin_writing(run: Run) -> Run:
+def _begin_writing(run: Run, train_data) -> Run:
     """Only now, when everything has loaded, is anything but the lock written (rank 0)."""
     from glmlab.run_folder import clear_previous_run
 
     if run.rank == 0:
         clear_previous_run(run.args, run.folder.run_id)
+        train_data.write_counts(Path(run.args.output_dir) / "data.json")  # what each file gave, on record
         print(f"run {run.folder.run_id}{' (continued)' if run.folder.resumed else ''} in {run.args.output_dir}", flush=True)
     return run
 

@@ -152,5 +152,18 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
         assert all(0.0 <= t[k] <= 1.0 for k in ("rouge-1", "rouge-2", "rouge-l", "bleu-4")), t
     best_d2q = max(t["rouge-l"] for t in comparison["d2q"][1:])
     assert best_d2q > comparison["d2q"][0]["rouge-l"]
+    # replay: LoRA and full again on the task plus each default share of the general corpus, each with its
+    # F1 and forgetting, the mixture on record in its run folder; the chart's points add the base and no-replay runs
+    replay = comparison["replay"]
+    assert [(r["replay_of"], r["share"]) for r in replay] == [(m, s) for m in ("lora", "full") for s in (0.1, 0.25)]
+    for r in replay:
+        assert isinstance(r["f1"], float) and r["steps"] > STEPS  # the general samples add to each epoch
+        for key in ("before", "after", "drop"):
+            assert all(isinstance(r["forgetting"][key][s], float) for s in skills), (r["variant"], key)
+        data = json.loads(Path(r["run_dir"], "data.json").read_text())
+        assert [Path(c["source"]).name for c in data["train"]] == [
+            "spo_train.jsonl", f"general_train.jsonl#{round(r['share'] / (1 - r['share']) * 2000)}"]
+    assert [p["run"] for p in comparison["replay_points"]] == ["base", "lora", "zero3", *[r["variant"] for r in replay]]
+    assert len(comparison["replay_verdicts"]) == 2
     assert {c["run"] for c in comparison["cost"]} == {r["variant"] for r in rows}
     assert {row["method"] for row in comparison["memory"]} == {"freeze", "ptuning", "lora", "all"}

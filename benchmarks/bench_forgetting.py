@@ -1,0 +1,148 @@
+"""Forgetting, prevented: replay shares of the general corpus for LoRA and full fine-tuning, several seeds.
+
+    python benchmarks/bench_forgetting.py                     # shares 0 5 10 25 %, lora and full, seeds 1 2 3
+    python benchmarks/bench_forgetting.py --methods lora --shares 0 0.1 --seeds 1   # a subset
+
+Each run fine-tunes the small pretrained base (``--mode``, default the ChatGLM-6B one) on the
+synthetic triple-extraction set plus a share of the general corpus it was pretrained on
+(``--train_path spo_train.jsonl,general_train.jsonl#N``, :mod:`glmlab.replay`: the share of each
+epoch's samples that are general), with the notebooks' flags and step budget (3 epochs of the
+task), then scores held-out triple F1 and the general skills on the held-out probes (exact match,
+the probes held out of the corpus: checked before anything trains). ``full`` is 06's ``zero3`` run
+(every parameter, ZeRO-3). A finished run's row is kept in ``OUTPUT/seed-S/LABEL/row.json`` and
+reused, so an interrupted benchmark continues where it stopped.
+
+Writes ``OUTPUT/summary.json`` (every row, mean ± std per method and share) and ``summary.md``, and
+prints the table plus, per method, the best share against the issue's target (means over seeds,
+:func:`glmlab.replay.replay_verdict`): general skills kept >= 0.8 overall with held-out F1 within
+0.05 of the same method without replay.
+A benchmark, not a test: each run takes the notebooks' time per run (minutes on a CPU).
+
+Measured so far, ONE seed (``--seeds 1``, ChatGLM-6B base, 2 CPU processes; base F1 0.000, skills 1.000),
+triple F1 / general skills kept: LoRA 0% 0.931/0.175, 5% 0.879/0.836, 10% 0.949/0.904, 25% 0.940/0.975;
+full 0% 0.872/0.154, 5% 0.918/0.854, 10% 0.916/0.889, 25% 0.940/0.986. The three-seed run is still to make.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+METHODS = {"lora": "lora", "full": "zero3"}  # label -> the 06 study's flags (glmlab.experiment.study_methods)
+
+
+def label(method: str, share: float) -> str:
+    return f"{method}-replay{round(100 * share)}"
+
+
+def run_one(method: str, share: float, seed: int, args: argparse.Namespace, paths: dict, probes: list[dict]) -> dict:
+    """One replay run (or its stored row); the row of :func:`glmlab.experiment.run_method` plus the share."""
+    from glmlab import experiment
+    from glmlab.loading import build_config
+    from glmlab.replay import replay_spec
+
+    out = Path(args.output_dir) / f"seed-{seed}"
+    stored = out / label(method, share) / "row.json"
+    if stored.is_file():
+        return json.loads(stored.read_text(encoding="utf-8"))
+    model_dir = experiment.resolve_base(None, args.mode)
+    config, mode = build_config(model_dir, args.mode)
+    setup = experiment.Setup(model_dir=str(model_dir), mode=mode, train_path=replay_spec(paths["spo_train"], share),
+                             test_path=str(paths["spo_test"]), output_dir=str(out), nproc=args.nproc, seed=seed,
+                             num_train_epochs=args.num_train_epochs, max_steps=args.max_steps)
+    flags = experiment.study_methods(config.num_layers)[METHODS[method]]
+    row = experiment.run_method(label(method, share), flags, setup, probes)
+    row.update(share=share, seed=seed, train_path=setup.train_path, bench_method=method)
+    stored.write_text(json.dumps(row, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return row
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """``label -> {method, share, f1: {mean, std, n}, skills: {mean, std, n}}`` over seeds."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        key = label(row["bench_method"], row["share"])
+        entry = out.setdefault(key, {"method": row["bench_method"], "share": row["share"], "f1": [], "skills": []})
+        entry["f1"].append(row["f1"])
+        entry["skills"].append(row["skills"]["overall"])
+    for entry in out.values():
+        for metric in ("f1", "skills"):
+            values = entry[metric]
+            entry[metric] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                             "n": len(values)}
+    return out
+
+
+def verdicts(summary: dict[str, dict]) -> list[str]:
+    """Per method: what replay bought, on the means over seeds (:func:`glmlab.replay.replay_verdict`)."""
+    from glmlab.replay import replay_verdict
+
+    methods = sorted({e["method"] for e in summary.values()})
+    return [replay_verdict(method, [{"share": e["share"], "f1": e["f1"]["mean"], "skills": e["skills"]["mean"]}
+                                    for e in summary.values() if e["method"] == method]) for method in methods]
+
+
+def markdown(summary: dict[str, dict], base: dict) -> str:
+    lines = ["| run | replay share | triple F1 | general skills kept |", "|---|---|---|---|",
+             f"| base | - | {base['f1']:.3f} | {base['skills']['overall']:.3f} |"]
+    for key, e in summary.items():
+        lines.append(f"| {key} | {100 * e['share']:.0f}% | {e['f1']['mean']:.3f} ± {e['f1']['std']:.3f} | "
+                     f"{e['skills']['mean']:.3f} ± {e['skills']['std']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.25])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--mode", default="glm", choices=["glm", "glm2", "glm3"], help="the notebooks' default: glm")
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--num_train_epochs", type=int, default=3, help="passes over the task file (the notebooks': 3)")
+    parser.add_argument("--max_steps", type=int, default=None)
+    parser.add_argument("--output_dir", default=str(REPO / "runs" / "bench_forgetting"))
+    args = parser.parse_args(argv)
+
+    from glmlab import experiment
+    from glmlab.replay import check_held_out
+
+    paths = {name: experiment.data_path(name) for name in ("spo_train", "spo_test", "general_train")}
+    probes = experiment.general_probes()
+    compared = check_held_out(paths["general_train"], probes)  # before anything trains
+    print(f"{len(probes)} probes, none of them among the {compared} general samples replayed", flush=True)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    base_model = experiment.resolve_base(None, args.mode)
+    base = experiment.base_row(experiment.Setup(model_dir=str(base_model), mode=args.mode,
+                                                train_path=str(paths["spo_train"]), test_path=str(paths["spo_test"]),
+                                                output_dir=args.output_dir), probes)
+    rows, start = [], time.perf_counter()
+    for seed in args.seeds:
+        for method in args.methods:
+            for share in args.shares:
+                rows.append(run_one(method, share, seed, args, paths, probes))
+    summary = summarise(rows)
+    table = markdown(summary, base)
+    lines = verdicts(summary)
+    record = {"command": " ".join(["python benchmarks/bench_forgetting.py", *(argv if argv is not None else sys.argv[1:])]),
+              "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
+              "base": {"f1": base["f1"], "skills": base["skills"]}, "summary": summary, "verdicts": lines,
+              "rows": [{k: r.get(k) for k in ("bench_method", "share", "seed", "variant", "train_path", "steps", "f1",
+                                              "skills", "wall_s", "first_loss", "final_loss")} for r in rows],
+              "wall_s": time.perf_counter() - start}
+    out = Path(args.output_dir)
+    (out / "summary.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(table + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    print(table)
+    print(*lines, sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
