@@ -30,9 +30,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-MODES = ("glm", "glm2", "glm3")
-TRAIN_TYPES = ("freeze", "ptuning", "lora", "all")
-PRECISIONS = ("fp32", "bf16", "fp16")
+from glmlab.constants import MODES, PRECISION_ALIASES, PRECISIONS, TRAIN_TYPES
+
 # The DeepSpeed configs shipped with glmlab; ``--ds_file`` also accepts these bare names.
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -133,7 +132,7 @@ class TrainArgs:
     precision: str | None = _help(
         "Training precision. Default: bf16 on a GPU that supports it, else fp32 (fp16 needs a GPU).",
         default=None,
-        meta={"choices": PRECISIONS},
+        meta={"choices": PRECISIONS + tuple(PRECISION_ALIASES)},
     )
     seed: int = _help("Seed of every random generator (data order, initialisation, dropout).", default=1234)
 
@@ -171,6 +170,8 @@ class TrainArgs:
             choices = MODES if name == "mode" else TRAIN_TYPES
             if value not in choices:
                 raise ArgsError(f"--{name} must be one of {', '.join(choices)} (got {value!r})")
+        if self.precision is not None:  # the long names are aliases: bfloat16 -> bf16
+            self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ArgsError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_len",
@@ -250,13 +251,6 @@ def default_precision() -> str:
         if torch.cuda.is_bf16_supported():
             return "bf16"
     return "fp32"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE``, exit status 2 (no usage block)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class _ArgsErrorParser(argparse.ArgumentParser):

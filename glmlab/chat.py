@@ -29,7 +29,7 @@ the ones the official ``model.chat`` of each generation builds:
 Generation defaults are the official chat's: sampling with ``top_p=0.7, temperature=0.95``
 (ChatGLM-6B) or ``top_p=0.8, temperature=0.8`` (ChatGLM2/3); pass ``do_sample=False`` for greedy,
 reproducible answers. Generation stops at the mode's stop ids
-(:func:`glmlab.inference.stop_token_ids`).
+(:func:`glmlab.generation.stop_token_ids`).
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from glmlab.inference import (
-    _cut_at_stop,
-    _left_pad,
-    _model_device,
+from glmlab.constants import MODES
+from glmlab.generation import (
+    cut_at_stop,
     generate_ids,
     generation_kwargs,
+    left_pad,
+    model_device,
     stop_token_ids,
 )
 
-MODES = ("glm", "glm2", "glm3")
 GLM3_ROLES = ("system", "user", "assistant", "observation")
 # The official chat's sampling settings: (top_p, temperature); all three sample by default.
 CHAT_SAMPLING = {"glm": (0.7, 0.95), "glm2": (0.8, 0.8), "glm3": (0.8, 0.8)}
@@ -367,8 +367,8 @@ def stream_chat(
     streamer = _ChatStreamer(tokenizer, stops)
     stop = _StopRequest()
     criteria = StoppingCriteriaList([stop, *(kwargs.pop("stopping_criteria", None) or [])])
-    ids, mask = _left_pad([prompt], kwargs["pad_token_id"])
-    device = _model_device(model)
+    ids, mask = left_pad([prompt], kwargs["pad_token_id"])
+    device = model_device(model)
     result: dict = {}
 
     def generate() -> None:
@@ -399,7 +399,7 @@ def stream_chat(
         thread.join()
     if "error" in result:
         raise result["error"]
-    new = _cut_at_stop(result["ids"][0, len(prompt) :].tolist(), stops)
+    new = cut_at_stop(result["ids"][0, len(prompt) :].tolist(), stops)
     final = _answer(tokenizer.decode(new), mode, query, role, history)
     if final != last:
         yield final

@@ -41,17 +41,19 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from glmlab.constants import CHECKPOINT_INFO_NAME, MODES, PREFIX_FILE, TRAIN_TYPES
+from glmlab.loading import CheckpointError, infer_mode
+
 DS_STATE_TAG = "deepspeed"
-INFO_NAME = "glmlab_checkpoint.json"
-# The field of INFO_NAME saying what became of the DeepSpeed state, and its values.
+# The field of CHECKPOINT_INFO_NAME saying what became of the DeepSpeed state, and its values.
 STATE_FIELD = "deepspeed_state"
 SAVED, PRUNED, NOT_SAVED = "saved", "pruned", "not_saved"
 
@@ -176,7 +178,7 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
             STATE_FIELD: SAVED if with_state else NOT_SAVED,
             "args": asdict(args),
         }
-        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace(tmp, final)
         if with_state:
             log(f"saved {final} ({format_size(disk_usage(final))}; "
@@ -244,7 +246,7 @@ def format_size(num_bytes: int) -> str:
 def read_info(folder: str | Path) -> dict[str, Any]:
     """A checkpoint's ``glmlab_checkpoint.json`` (``{}`` when it has none or it is unreadable)."""
     try:
-        info = json.loads((Path(folder) / INFO_NAME).read_text(encoding="utf-8"))
+        info = json.loads((Path(folder) / CHECKPOINT_INFO_NAME).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     return info if isinstance(info, dict) else {}
@@ -257,11 +259,11 @@ def has_deepspeed_state(folder: str | Path) -> bool:
 
 def _write_info(folder: Path, info: dict[str, Any]) -> None:
     """Rewrite ``folder``'s ``glmlab_checkpoint.json`` atomically (a reader sees the old or the new file)."""
-    tmp = folder / f".{INFO_NAME}.tmp"
+    tmp = folder / f".{CHECKPOINT_INFO_NAME}.tmp"
     tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, folder / INFO_NAME)
+    os.replace(tmp, folder / CHECKPOINT_INFO_NAME)
 
 
 def prune_deepspeed_states(output_dir: str | Path, keep: int, newest: str | Path) -> list[tuple[Path, int]]:
@@ -328,3 +330,137 @@ def load_checkpoint(engine, checkpoint_dir: str | Path) -> tuple[dict[str, int],
     rng_file = folder / DS_STATE_TAG / f"rng-rank{_rank()}.pt"
     rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
     return dict(client_state["glmlab_position"]), rng
+
+
+# --------------------------------------------------------------------------- describe (for inference)
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a folder holds, read from its files without loading any weights.
+
+    ``kind`` is one of ``TRAIN_TYPES`` or ``"model"`` (a plain HF model folder with no
+    ``glmlab_checkpoint.json``). ``base`` is the resolved base model folder for
+    ``lora`` / ``ptuning`` (``None`` for the others). ``mode`` is the recorded mode,
+    or ``None`` when nothing records it (then it is inferred from the files).
+    """
+
+    path: Path
+    kind: str
+    mode: str | None
+    base: Path | None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def needs_base(self) -> bool:
+        """Adapters (LoRA, P-tuning) are useless without their base model."""
+        return self.kind in ("lora", "ptuning")
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; :class:`CheckpointError` names the file when it is not one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _detect_kind(path: Path) -> str:
+    """The kind of a folder without ``glmlab_checkpoint.json``, from the files it holds."""
+    if (path / "adapter_config.json").is_file():
+        return "lora"
+    if (path / PREFIX_FILE).is_file():
+        return "ptuning"
+    if (path / "config.json").is_file():
+        return "model"
+    raise CheckpointError(
+        f"{path}: not a model or checkpoint folder (no {CHECKPOINT_INFO_NAME}, config.json or adapter_config.json)"
+    )
+
+
+def _has_weights(path: Path) -> bool:
+    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+
+
+def _require(path: Path, names: Sequence[str], kind: str) -> None:
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: {kind} checkpoint is missing {', '.join(missing)}")
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A training run's ``--output_dir`` (``epoch-E-step-S`` folders), not a checkpoint itself."""
+    markers = (CHECKPOINT_INFO_NAME, "config.json", "adapter_config.json")
+    return not any((path / n).is_file() for n in markers) and any(p.is_dir() for p in path.glob("epoch-*-step-*"))
+
+
+def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = None) -> CheckpointInfo:
+    """Say what ``checkpoint_dir`` holds and check its files, without loading weights.
+
+    A training run's ``--output_dir`` stands for its newest checkpoint (the highest step).
+
+    ``base`` overrides the base model recorded in ``glmlab_checkpoint.json``; it is
+    only used for ``lora`` / ``ptuning``. Raises :class:`CheckpointError` for a
+    missing folder, missing files, an unknown ``train_type``/``mode``, or an
+    adapter whose base model cannot be found.
+    """
+    path = Path(checkpoint_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    if _is_run_dir(path):  # a training run's --output_dir: its newest checkpoint
+        path = latest_checkpoint(path)
+    meta: dict = {}
+    if (path / CHECKPOINT_INFO_NAME).is_file():
+        meta = read_json_object(path / CHECKPOINT_INFO_NAME)
+        kind = meta.get("train_type")
+        if kind not in TRAIN_TYPES:
+            raise CheckpointError(
+                f"{path / CHECKPOINT_INFO_NAME}: train_type must be one of {', '.join(TRAIN_TYPES)} (got {kind!r})"
+            )
+    else:
+        kind = _detect_kind(path)
+    mode = meta.get("mode")
+    if mode is not None and mode not in MODES:
+        raise CheckpointError(f"{path / CHECKPOINT_INFO_NAME}: mode must be one of {', '.join(MODES)} (got {mode!r})")
+
+    if kind in ("all", "freeze", "model"):
+        _require(path, ["config.json"], kind)
+        if not _has_weights(path):
+            raise CheckpointError(f"{path}: {kind} checkpoint has no weights (*.safetensors or pytorch_model*.bin)")
+        return CheckpointInfo(path, kind, mode, None, meta)
+
+    if kind == "lora":
+        _require(path, ["adapter_config.json"], kind)
+        if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise CheckpointError(f"{path}: lora checkpoint is missing adapter_model.safetensors")
+    else:
+        _require(path, [PREFIX_FILE, "config.json"], kind)
+        config = read_json_object(path / "config.json")
+        if not config.get("pre_seq_len"):
+            raise CheckpointError(f"{path / 'config.json'}: a ptuning checkpoint needs pre_seq_len > 0")
+
+    recorded = meta.get("base_model")
+    if base is None and recorded is None:
+        raise CheckpointError(f"{path}: {kind} checkpoint records no base model; pass the base model folder")
+    base_path = Path(base if base is not None else recorded)
+    if not (base_path / "config.json").is_file():
+        origin = "given" if base is not None else f"recorded in {path / CHECKPOINT_INFO_NAME}"
+        raise CheckpointError(
+            f"base model {str(base_path)!r} ({origin}) is not a model folder (no config.json); pass the base model folder"
+        )
+    return CheckpointInfo(path, kind, mode, base_path, meta)
+
+
+def checkpoint_mode(info: CheckpointInfo, mode: str | None = None) -> str:
+    """The mode to use: ``mode`` if given (it must agree with the recorded one), else recorded, else inferred."""
+    if mode is not None and mode not in MODES:
+        raise CheckpointError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if info.mode is not None:
+        if mode is not None and mode != info.mode:
+            raise CheckpointError(f"{info.path}: checkpoint was trained with mode {info.mode}, not {mode}")
+        return info.mode
+    if mode is not None:
+        return mode
+    return infer_mode(str(info.base if info.needs_base else info.path))

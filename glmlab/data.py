@@ -81,10 +81,10 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from glmlab.constants import IGNORE_INDEX, MODES
+
 logger = logging.getLogger(__name__)
 
-MODES = ("glm", "glm2", "glm3")
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "observation")
 # The fine-tuning demo's shorthand for a tool call and its observation (expanded when encoding).
 TOOL_ROLE = "tool"

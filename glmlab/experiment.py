@@ -136,7 +136,7 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     Raises ``RuntimeError`` with the end of the job's output when it fails.
     """
     from glmlab.args import TrainArgs, to_argv
-    from glmlab.train import free_port
+    from glmlab.launch import free_port
 
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # training appends to it; a re-run starts afresh
     argv = to_argv(TrainArgs(**{**flags, "output_dir": str(run_dir)}))  # checks every flag, then back to argv
@@ -210,7 +210,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     from glmlab import plots
     from glmlab.checkpoint import latest_checkpoint
     from glmlab.data import read_samples
-    from glmlab.predict import write_jsonl
+    from glmlab.jsonl import write_jsonl
 
     run_dir = Path(setup.output_dir) / label
     flags = {**setup.flags(), **method_flags}

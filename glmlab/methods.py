@@ -42,7 +42,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-PREFIX_ENCODER = "transformer.prefix_encoder."
+from glmlab.constants import PREFIX_ENCODER, PREFIX_FILE
+
 # How many names an error message lists.
 _SHOW = 6
 
@@ -217,7 +218,7 @@ class PTuningStrategy(Strategy):
 
     name = "ptuning"
     saves = "trainable"
-    file_name = "prefix_encoder.safetensors"
+    file_name = PREFIX_FILE
 
     def check(self, args, names: Sequence[str]) -> None:
         """The prefix encoder is added at load time: any checkpoint, quantized or not, will do."""

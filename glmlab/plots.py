@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-IGNORE_INDEX = -100
+from glmlab.constants import IGNORE_INDEX
 
 
 def read_metrics(output_dir: str | Path) -> list[dict]:

@@ -29,8 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from glmlab.constants import MODES
+
 ASSETS = Path(__file__).parent / "assets" / "base"
-MODES = ("glm", "glm2", "glm3")
 # Model sizes and training flags of the shipped bases.
 SIZES = {"hidden_size": 128, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 384}
 RECIPE = {
@@ -87,7 +88,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
     from glmlab.inference import load_for_inference
     from glmlab.loading import write_weights
-    from glmlab.predict import write_jsonl
+    from glmlab.jsonl import write_jsonl
     from glmlab.synth import general_corpus
     from glmlab.tiny import make_tiny
 
@@ -141,7 +142,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from glmlab.args import OneLineParser
+    from glmlab.parsers import OneLineParser
 
     parser = OneLineParser(prog="python -m glmlab.pretrained", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", required=True, choices=MODES, help="which generation")

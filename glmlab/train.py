@@ -47,7 +47,6 @@ import math
 import os
 import random
 import resource
-import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -56,10 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from glmlab.args import ArgsError, TrainArgs, default_precision, parse_args
+from glmlab.constants import IGNORE_INDEX
+from glmlab.launch import free_port
 
 ADAM_BETAS = (0.9, 0.95)
 ADAM_EPS = 1e-8
-IGNORE_INDEX = -100
 # Keys of the DeepSpeed config that the arguments decide; a --ds_file that sets them is overridden.
 _OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
                "gradient_clipping", "optimizer", "scheduler", "bf16", "fp16")
@@ -163,13 +163,6 @@ def partition_for_zero3(model, ds_config: dict[str, Any], device) -> None:
         for name, buffer in module._buffers.items():
             if buffer is not None and buffer.device != device:
                 module._buffers[name] = buffer.to(device)
-
-
-def free_port() -> int:
-    """A TCP port on this machine that nobody listens on right now (for a process group's master)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _init_processes() -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-IGNORE_INDEX = -100
+from glmlab.constants import IGNORE_INDEX
 
 
 def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
