@@ -192,12 +192,10 @@ def trainable_parameters(model_dir: str | Path, mode: str, flags: dict[str, Any]
     def get(name: str) -> Any:
         return flags.get(name, defaults[name].default)
 
-    method = get("train_type")
-    kwargs = {"freeze": {"freeze_module_name": get("freeze_module_name")},
-              "ptuning": {"pre_seq_len": get("pre_seq_len"), "prefix_projection": get("prefix_projection")},
-              "lora": {"lora_dim": get("lora_dim"), "lora_module_name": get("lora_module_name")},
-              "all": {}}[method]
-    return memory.trainable_parameters(config, method, **kwargs)
+    # Every method flag goes along; the method's strategy reads the ones it uses.
+    kwargs = {name: get(name) for name in ("freeze_module_name", "pre_seq_len", "prefix_projection", "lora_dim",
+                                           "lora_module_name")}
+    return memory.trainable_parameters(config, get("train_type"), **kwargs)
 
 
 def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: list[dict] | None = None) -> dict:

@@ -10,6 +10,21 @@ branches on the method's name:
 * ``describe(model)`` -> one line with the trainable and total parameter counts;
 * ``save(model, tokenizer, out_dir, state_dict)`` -> write what the method needs to reload.
 
+Without building a model, each strategy also answers from a config, the model's parameter shapes
+(:func:`glmlab.memory.parameter_shapes`, or a checkpoint's tensor names) and the flags, so that
+:mod:`glmlab.memory`, :mod:`glmlab.checkpoint`, :mod:`glmlab.inference` and the notebooks ask it
+instead of branching on the method's name:
+
+* ``model_config(config, args)`` -> the config the model is built with (``config_overrides`` applied);
+* ``trained_parameters(shapes, args)`` -> the names of the model's own parameters that train;
+* ``adapters(shapes, args)`` -> the tensors the method adds beside the model (LoRA's A and B), by module;
+* ``trainable_shapes(shapes, args)`` -> everything that trains, name -> shape;
+* ``activation_layers(config, shapes, args)`` -> which layers keep activations for backward, and
+  which of their linear layers keep their inputs (:func:`glmlab.memory.activation_bytes`' arguments);
+* ``saves`` / ``needs_base`` / ``check_saved(path)`` -> what a checkpoint of the method holds, whether
+  it needs its base model, and the check that a folder holds it; ``load(...)`` reloads it;
+* ``quantizable`` -> whether the base may be quantized (the method trains no base weight).
+
 =========  ===============================================  ==========================================
 method     trains                                           saves (``output_dir/epoch-E-step-S/``)
 =========  ===============================================  ==========================================
@@ -46,6 +61,8 @@ from glmlab.constants import PREFIX_ENCODER, PREFIX_FILE
 
 # How many names an error message lists.
 _SHOW = 6
+# The linear layers of a block: what ``quantization_bit`` stores in 8 or 4 bits and what LoRA usually targets.
+LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
 # --------------------------------------------------------------------------- names and patterns
@@ -150,6 +167,49 @@ class Strategy:
     name = ""
     #: "full": the checkpoint holds every tensor; "trainable": only the trained ones.
     saves = "full"
+    #: Whether the method trains the base model's own weights (then they cannot be quantized).
+    trains_base_weights = True
+
+    @property
+    def quantizable(self) -> bool:
+        """A quantized base suits the method: it trains tensors outside the quantized weights."""
+        return not self.trains_base_weights
+
+    @property
+    def needs_base(self) -> bool:
+        """A checkpoint that holds only the trained tensors is useless without its base model."""
+        return self.saves == "trainable"
+
+    # ----------------------------------------------------------------------- from a config, no model built
+    def model_config(self, config, args):
+        """The config the method's model is built with: ``config`` with :meth:`config_overrides` applied."""
+        overrides = self.config_overrides(args)
+        if not overrides:
+            return config
+        fields = config.to_dict()
+        fields.update(overrides)
+        return type(config)(**{k: v for k, v in fields.items() if k not in ("transformers_version", "architectures")})
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The names among the model's parameters ``shapes`` that train (``all``: every one)."""
+        return set(shapes)
+
+    def adapters(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The tensors the method adds beside the model's own: module -> {tensor name: shape} (none by default)."""
+        return {}
+
+    def trainable_shapes(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, tuple[int, ...]]:
+        """Everything that trains, name -> shape: the trained parameters, then the added tensors."""
+        trained = self.trained_parameters(shapes, args)
+        out = {n: s for n, s in shapes.items() if n in trained}
+        for tensors in self.adapters(shapes, args).values():
+            out.update(tensors)
+        return out
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """Which layers keep activations for backward: :func:`glmlab.memory.activation_bytes`' ``layers``,
+        ``trained_layers`` and ``trained_linears`` (every layer trains every linear layer by default)."""
+        return {"layers": config.num_layers}
 
     def config_overrides(self, args) -> dict[str, Any]:
         """Config fields to load the base model with (none by default)."""
@@ -192,6 +252,21 @@ class FreezeStrategy(Strategy):
 
     name = "freeze"
 
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The parameters whose name contains a pattern of ``--freeze_module_name``."""
+        return set().union(*match_patterns(freeze_patterns(args.freeze_module_name), shapes).values())
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """The gradient flows from the top down to the lowest trained layer (all of them when the embedding trains)."""
+        names = self.trained_parameters(shapes, args)
+        if any("word_embeddings" in n for n in names):
+            return {"layers": config.num_layers}
+        indices = layer_indices(names)
+        if not indices:
+            return {"layers": 0}
+        # The gradient flows from the top down to the lowest trained layer.
+        return {"layers": config.num_layers - min(indices), "trained_layers": len(indices)}
+
     def check(self, args, names: Sequence[str]) -> None:
         _refuse_quantized(self.name, names)
         patterns = freeze_patterns(args.freeze_module_name)
@@ -218,7 +293,16 @@ class PTuningStrategy(Strategy):
 
     name = "ptuning"
     saves = "trainable"
+    trains_base_weights = False
     file_name = PREFIX_FILE
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The prefix encoder (in ``shapes`` of the :meth:`model_config`)."""
+        return {n for n in shapes if n.startswith(PREFIX_ENCODER)}
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """The gradient passes through every layer to the prefix; no layer's weights train."""
+        return {"layers": config.num_layers, "trained_layers": 0, "trained_linears": ()}
 
     def check(self, args, names: Sequence[str]) -> None:
         """The prefix encoder is added at load time: any checkpoint, quantized or not, will do."""
@@ -258,6 +342,26 @@ class LoraStrategy(Strategy):
 
     name = "lora"
     saves = "trainable"
+    trains_base_weights = False
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """None of the model's own: the base is frozen."""
+        return set()
+
+    def adapters(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, dict[str, tuple[int, ...]]]:
+        """peft's ``lora_A`` (r x in) and ``lora_B`` (out x r) for each module ``--lora_module_name`` matches."""
+        adapted = set().union(*match_modules(split_names(args.lora_module_name), module_names(shapes)).values())
+        out: dict[str, dict[str, tuple[int, ...]]] = {}
+        for module in module_names(shapes):
+            if module in adapted:
+                rows, cols = shapes[module + ".weight"]
+                out[module] = {f"{module}.lora_A.default.weight": (args.lora_dim, cols),
+                               f"{module}.lora_B.default.weight": (rows, args.lora_dim)}
+        return out
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """Every layer; an adapted linear layer keeps its input (the adapter's gradient needs it)."""
+        return {"layers": config.num_layers, "trained_linears": [t for t in split_names(args.lora_module_name) if t in LINEARS]}
 
     def check(self, args, names: Sequence[str]) -> None:
         targets = split_names(args.lora_module_name)
