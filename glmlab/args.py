@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from glmlab.constants import MODES, PRECISION_ALIASES, PRECISIONS, TRAIN_TYPES
+from glmlab.methods import get_strategy
 
 # The DeepSpeed configs shipped with glmlab; ``--ds_file`` also accepts these bare names.
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -192,7 +193,7 @@ class TrainArgs:
             raise ArgsError(f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if self.quantization_bit not in (0, 4, 8):
             raise ArgsError(f"--quantization_bit must be 4 or 8 (or 0: none), got {self.quantization_bit}")
-        if self.quantization_bit and self.train_type not in ("lora", "ptuning"):
+        if self.quantization_bit and not get_strategy(self.train_type).quantizable:
             raise ArgsError(f"--quantization_bit {self.quantization_bit} works with --train_type lora or ptuning only "
                             f"({self.train_type} would train the quantized weights)")
         from glmlab.data import check_lengths
@@ -307,7 +308,7 @@ def check_inputs(args: TrainArgs) -> None:
     """
     from glmlab.data import DataError, read_samples
     from glmlab.loading import build_config
-    from glmlab.methods import checkpoint_parameter_names, get_strategy
+    from glmlab.methods import checkpoint_parameter_names
 
     try:
         build_config(args.model_name_or_path, args.mode)

@@ -43,7 +43,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from glmlab.constants import MODES
+from glmlab.constants import GLM3_ROLES, MODES
+# A system message in this form makes ChatGLM3 answer with tool calls (the official tool demo's text).
+from glmlab.constants import TOOLS_PROMPT as DEFAULT_TOOL_SYSTEM
 from glmlab.generation import (
     cut_at_stop,
     generate_ids,
@@ -53,7 +55,6 @@ from glmlab.generation import (
     stop_token_ids,
 )
 
-GLM3_ROLES = ("system", "user", "assistant", "observation")
 # The official chat's sampling settings: (top_p, temperature); all three sample by default.
 CHAT_SAMPLING = {"glm": (0.7, 0.95), "glm2": (0.8, 0.8), "glm3": (0.8, 0.8)}
 DEFAULT_MAX_NEW_TOKENS = 1024
@@ -62,8 +63,6 @@ _TRAINING_TIME = ("[[训练时间]]", "2023年")
 # ChatGLM-6B's clean-up: half-width punctuation next to a CJK character becomes full-width.
 _PUNCTUATION = {",": "，", "!": "！", ":": "：", ";": "；", "?": "？"}
 _CJK = "\u4e00-\u9fff"
-# A system message in this form makes ChatGLM3 answer with tool calls (the official tool demo's text).
-DEFAULT_TOOL_SYSTEM = "Answer the following questions as best as you can. You have access to the following tools:"
 
 
 class ToolCallError(ValueError):

@@ -41,7 +41,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from glmlab.constants import CHECKPOINT_INFO_NAME, MODES, PREFIX_FILE, TRAIN_TYPES
+from glmlab.constants import CHECKPOINT_INFO_NAME, MODES, TRAIN_TYPES
+from glmlab.json_files import read_json_object
 from glmlab.loading import CheckpointError, infer_mode
+from glmlab.methods import Strategy, checkpoint_strategy, detect_kind
 
 DS_STATE_TAG = "deepspeed"
 # The field of CHECKPOINT_INFO_NAME saying what became of the DeepSpeed state, and its values.
@@ -350,44 +352,26 @@ class CheckpointInfo:
     meta: dict = field(default_factory=dict)
 
     @property
+    def strategy(self) -> Strategy:
+        """The strategy that wrote the folder (a plain model folder reads as a full checkpoint)."""
+        return checkpoint_strategy(self.kind)
+
+    @property
     def needs_base(self) -> bool:
         """Adapters (LoRA, P-tuning) are useless without their base model."""
-        return self.kind in ("lora", "ptuning")
-
-
-def read_json_object(path: Path) -> dict:
-    """The JSON object in ``path``; :class:`CheckpointError` names the file when it is not one."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
+        return self.strategy.needs_base
 
 
 def _detect_kind(path: Path) -> str:
     """The kind of a folder without ``glmlab_checkpoint.json``, from the files it holds."""
-    if (path / "adapter_config.json").is_file():
-        return "lora"
-    if (path / PREFIX_FILE).is_file():
-        return "ptuning"
+    kind = detect_kind(path)  # a method's marker file
+    if kind is not None:
+        return kind
     if (path / "config.json").is_file():
         return "model"
     raise CheckpointError(
         f"{path}: not a model or checkpoint folder (no {CHECKPOINT_INFO_NAME}, config.json or adapter_config.json)"
     )
-
-
-def _has_weights(path: Path) -> bool:
-    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
-
-
-def _require(path: Path, names: Sequence[str], kind: str) -> None:
-    missing = [n for n in names if not (path / n).is_file()]
-    if missing:
-        raise CheckpointError(f"{path}: {kind} checkpoint is missing {', '.join(missing)}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -425,21 +409,10 @@ def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = No
     if mode is not None and mode not in MODES:
         raise CheckpointError(f"{path / CHECKPOINT_INFO_NAME}: mode must be one of {', '.join(MODES)} (got {mode!r})")
 
-    if kind in ("all", "freeze", "model"):
-        _require(path, ["config.json"], kind)
-        if not _has_weights(path):
-            raise CheckpointError(f"{path}: {kind} checkpoint has no weights (*.safetensors or pytorch_model*.bin)")
+    strategy = checkpoint_strategy(kind)
+    strategy.check_saved(path, kind)  # the files the method saves (glmlab.methods)
+    if not strategy.needs_base:
         return CheckpointInfo(path, kind, mode, None, meta)
-
-    if kind == "lora":
-        _require(path, ["adapter_config.json"], kind)
-        if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
-            raise CheckpointError(f"{path}: lora checkpoint is missing adapter_model.safetensors")
-    else:
-        _require(path, [PREFIX_FILE, "config.json"], kind)
-        config = read_json_object(path / "config.json")
-        if not config.get("pre_seq_len"):
-            raise CheckpointError(f"{path / 'config.json'}: a ptuning checkpoint needs pre_seq_len > 0")
 
     recorded = meta.get("base_model")
     if base is None and recorded is None:

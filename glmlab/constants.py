@@ -16,6 +16,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: ... and the long names accepted as aliases everywhere a precision is asked for.
 PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 
+#: ChatGLM3's conversation roles (its tokenizer's role tokens).
+GLM3_ROLES = ("system", "user", "assistant", "observation")
+#: The system prompt the official ChatGLM3 demos put before a tool list.
+TOOLS_PROMPT = "Answer the following questions as best as you can. You have access to the following tools:"
+
 #: Label value the loss ignores (prompt and padding tokens), as PyTorch's cross entropy.
 IGNORE_INDEX = -100
 

@@ -208,7 +208,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     from glmlab import plots
     from glmlab.checkpoint import latest_checkpoint
     from glmlab.data import read_samples
-    from glmlab.jsonl import write_jsonl
+    from glmlab.json_files import write_jsonl
 
     run_dir = Path(setup.output_dir) / label
     flags = {**setup.flags(), **method_flags}

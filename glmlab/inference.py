@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-from glmlab.checkpoint import checkpoint_mode, describe_checkpoint, read_json_object
-from glmlab.constants import PREFIX_ENCODER, PREFIX_FILE
-from glmlab.loading import CheckpointError, parse_dtype
+from glmlab.checkpoint import checkpoint_mode, describe_checkpoint
+from glmlab.loading import parse_dtype
 
 # Files that carry a vocabulary: ChatGLM-6B, ChatGLM2/3.
 _VOCAB_FILES = ("ice_text.model", "tokenizer.model")
@@ -36,25 +35,6 @@ _VOCAB_FILES = ("ice_text.model", "tokenizer.model")
 
 def _has_tokenizer(path: Path) -> bool:
     return any((path / n).is_file() for n in _VOCAB_FILES)
-
-
-def _load_prefix_encoder(model: torch.nn.Module, path: Path) -> None:
-    """Put the trained ``transformer.prefix_encoder.*`` tensors of ``path`` into ``model``, checking keys and shapes."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path / PREFIX_FILE))
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(PREFIX_ENCODER)}
-    if set(state) != set(expected):
-        raise CheckpointError(
-            f"{path / PREFIX_FILE}: keys {sorted(state)} do not match the model's prefix encoder {sorted(expected)}"
-        )
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path / PREFIX_FILE}: {key} has shape {tuple(value.shape)}, "
-                f"the model expects {tuple(expected[key].shape)}"
-            )
-        expected[key].copy_(value)  # state_dict tensors share storage with the parameters
 
 
 def load_for_inference(
@@ -86,7 +66,7 @@ def load_for_inference(
         ``(model, tokenizer, mode)`` with the model in eval mode. The tokenizer comes
         from the checkpoint folder (every checkpoint saves it), else from the base.
     """
-    from glmlab.loading import load_model, load_tokenizer
+    from glmlab.loading import load_tokenizer
 
     dtype = parse_dtype(dtype)
     info = describe_checkpoint(checkpoint_dir, base)
@@ -94,32 +74,9 @@ def load_for_inference(
     if quantization_bit is None and info.needs_base:  # the base as the adapter was trained on it
         quantization_bit = (info.meta.get("args") or {}).get("quantization_bit") or None
 
-    if info.kind == "ptuning":
-        config = read_json_object(info.path / "config.json")
-        model = load_model(
-            str(info.base),
-            mode=mode,
-            dtype=dtype,
-            device=device,
-            quantization_bit=quantization_bit,
-            pre_seq_len=int(config["pre_seq_len"]),
-            prefix_projection=bool(config.get("prefix_projection", False)),
-        )
-        with torch.no_grad():
-            _load_prefix_encoder(model, info.path)
-    elif info.kind == "lora":
-        from glmlab.quantization import dequantize
-        from glmlab.quantized_lora import load_lora_adapter
-
-        model = load_model(str(info.base), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
-        if merge_lora:  # an int weight cannot hold W + BA: merge into the dequantized weights (no-op unquantized)
-            model = dequantize(model)
-        model = load_lora_adapter(model, info.path)  # peft, with glmlab's LoRA layer for quantized layers
-        model = model.to(device=device, dtype=dtype)  # adapters are stored in fp32
-        if merge_lora:
-            model = model.merge_and_unload()
-    else:
-        model = load_model(str(info.path), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+    # The method's strategy loads what it saved (glmlab.methods: full model, base + adapter, base + prefix).
+    model = info.strategy.load(info, mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit,
+                               merge_lora=merge_lora)
     model.eval()
 
     tokenizer_dir = info.path if _has_tokenizer(info.path) or info.base is None else info.base

@@ -99,7 +99,7 @@ def merge_lora(
 
     dtype = parse_dtype(dtype)
     info = describe_checkpoint(adapter, base)
-    if info.kind != "lora":
+    if not info.strategy.mergeable:
         raise CheckpointError(f"{adapter}: not a LoRA adapter folder (it holds a {info.kind} checkpoint)")
     out = check_output_dir(output_dir, info.path, info.base, overwrite)
     mode = checkpoint_mode(info)
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.base is not None and not Path(args.base).is_dir():
             raise ValueError(f"--base {args.base}: folder not found")
         info = describe_checkpoint(args.adapter, args.base)  # checks files before any loading
-        if info.kind != "lora":
+        if not info.strategy.mergeable:
             raise ValueError(f"--adapter {args.adapter}: not a LoRA adapter folder (it holds a {info.kind} checkpoint)")
         check_output_dir(args.output_dir, info.path, info.base, args.overwrite)
     except ValueError as err:  # CheckpointError is a ValueError

@@ -55,9 +55,12 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glmlab.constants import PREFIX_ENCODER, PREFIX_FILE
+
+if TYPE_CHECKING:
+    import torch
 
 # How many names an error message lists.
 _SHOW = 6
@@ -169,6 +172,10 @@ class Strategy:
     saves = "full"
     #: Whether the method trains the base model's own weights (then they cannot be quantized).
     trains_base_weights = True
+    #: A file only this method's checkpoints hold: it names the method of a folder without glmlab_checkpoint.json.
+    marker_file: str | None = None
+    #: Whether what it saves folds into the base weights (``glmlab merge-lora``).
+    mergeable = False
 
     @property
     def quantizable(self) -> bool:
@@ -240,6 +247,25 @@ class Strategy:
         model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir))
 
+    # ----------------------------------------------------------------------- its checkpoints, for inference
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """Raise ``CheckpointError`` when the folder ``path`` lacks what :meth:`save` writes (no weight is read).
+
+        ``kind`` names the folder in the message (default: the method; ``"model"`` for a plain model folder).
+        """
+        from glmlab.loading import CheckpointError
+
+        kind = kind or self.name
+        _require_files(path, ["config.json"], kind)
+        if not (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
+            raise CheckpointError(f"{path}: {kind} checkpoint has no weights (*.safetensors or pytorch_model*.bin)")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The model of the checkpoint ``info`` (:class:`glmlab.checkpoint.CheckpointInfo`): a full model loads on its own."""
+        from glmlab.loading import load_model
+
+        return load_model(str(info.path), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+
 
 class FullStrategy(Strategy):
     """``all``: every parameter is trained; the full model is saved."""
@@ -294,6 +320,7 @@ class PTuningStrategy(Strategy):
     name = "ptuning"
     saves = "trainable"
     trains_base_weights = False
+    marker_file = PREFIX_FILE
     file_name = PREFIX_FILE
 
     def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
@@ -324,6 +351,37 @@ class PTuningStrategy(Strategy):
     def saves_what(self) -> str:
         return f"{self.file_name} + config.json"
 
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """The prefix encoder's file, and a ``config.json`` with ``pre_seq_len`` to rebuild the model."""
+        from glmlab.json_files import read_json_object
+        from glmlab.loading import CheckpointError
+
+        _require_files(path, [PREFIX_FILE, "config.json"], self.name)
+        config = read_json_object(path / "config.json")
+        if not config.get("pre_seq_len"):
+            raise CheckpointError(f"{path / 'config.json'}: a ptuning checkpoint needs pre_seq_len > 0")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The base, loaded with a prefix encoder of the saved shape, and the trained encoder put in."""
+        import torch
+
+        from glmlab.json_files import read_json_object
+        from glmlab.loading import load_model
+
+        config = read_json_object(info.path / "config.json")
+        model = load_model(
+            str(info.base),
+            mode=mode,
+            dtype=dtype,
+            device=device,
+            quantization_bit=quantization_bit,
+            pre_seq_len=int(config["pre_seq_len"]),
+            prefix_projection=bool(config.get("prefix_projection", False)),
+        )
+        with torch.no_grad():
+            _load_prefix_encoder(model, info.path)
+        return model
+
     def save(self, model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
@@ -343,6 +401,8 @@ class LoraStrategy(Strategy):
     name = "lora"
     saves = "trainable"
     trains_base_weights = False
+    marker_file = "adapter_config.json"
+    mergeable = True
 
     def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
         """None of the model's own: the base is frozen."""
@@ -399,6 +459,58 @@ class LoraStrategy(Strategy):
         model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir))
 
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """peft's adapter folder: ``adapter_config.json`` and the adapter's weights."""
+        from glmlab.loading import CheckpointError
+
+        _require_files(path, ["adapter_config.json"], self.name)
+        if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise CheckpointError(f"{path}: lora checkpoint is missing adapter_model.safetensors")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The base with the adapter on it (peft; glmlab's LoRA layer on quantized layers), or merged into it."""
+        from glmlab.loading import load_model
+        from glmlab.quantization import dequantize
+        from glmlab.quantized_lora import load_lora_adapter
+
+        model = load_model(str(info.base), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+        if merge_lora:  # an int weight cannot hold W + BA: merge into the dequantized weights (no-op unquantized)
+            model = dequantize(model)
+        model = load_lora_adapter(model, info.path)  # peft, with glmlab's LoRA layer for quantized layers
+        model = model.to(device=device, dtype=dtype)  # adapters are stored in fp32
+        if merge_lora:
+            model = model.merge_and_unload()
+        return model
+
+
+def _load_prefix_encoder(model: torch.nn.Module, path: Path) -> None:
+    """Put the trained ``transformer.prefix_encoder.*`` tensors of ``path`` into ``model``, checking keys and shapes."""
+    from safetensors.torch import load_file
+
+    from glmlab.loading import CheckpointError
+
+    state = load_file(str(path / PREFIX_FILE))
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(PREFIX_ENCODER)}
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"{path / PREFIX_FILE}: keys {sorted(state)} do not match the model's prefix encoder {sorted(expected)}"
+        )
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{path / PREFIX_FILE}: {key} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(expected[key].shape)}"
+            )
+        expected[key].copy_(value)  # state_dict tensors share storage with the parameters
+
+
+def _require_files(path: Path, names: Sequence[str], kind: str) -> None:
+    from glmlab.loading import CheckpointError
+
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: {kind} checkpoint is missing {', '.join(missing)}")
+
 
 def _refuse_quantized(method: str, names: Sequence[str]) -> None:
     """``freeze`` / ``all`` train the base's weights: refuse a checkpoint whose layers are quantized."""
@@ -417,3 +529,16 @@ def get_strategy(train_type: str) -> Strategy:
         return STRATEGIES[train_type]
     except KeyError:
         raise ValueError(f"--train_type must be one of {', '.join(STRATEGIES)} (got {train_type!r})") from None
+# A plain model folder (an official download, a merged LoRA): loaded and checked as a full checkpoint.
+_PLAIN_MODEL = FullStrategy()
+
+
+def checkpoint_strategy(kind: str) -> Strategy:
+    """The strategy that wrote a checkpoint of ``kind`` (a ``train_type``, or ``"model"``: a plain model folder)."""
+    return _PLAIN_MODEL if kind == "model" else get_strategy(kind)
+
+
+def detect_kind(path: Path) -> str | None:
+    """The method whose marker file the folder ``path`` holds (LoRA's ``adapter_config.json``, P-tuning's
+    prefix encoder), for a folder without ``glmlab_checkpoint.json``; ``None`` when it holds none."""
+    return next((s.name for s in STRATEGIES.values() if s.marker_file and (path / s.marker_file).is_file()), None)

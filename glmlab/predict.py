@@ -45,7 +45,7 @@ from glmlab.checkpoint import CheckpointInfo, checkpoint_mode, describe_checkpoi
 from glmlab.generation import DEFAULT_DO_SAMPLE, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, generate_batch
 from glmlab.inference import load_for_inference
 from glmlab.loading import CheckpointError
-from glmlab.jsonl import write_jsonl
+from glmlab.json_files import write_jsonl
 from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
 
 __all__ = [

@@ -88,7 +88,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
     from glmlab.inference import load_for_inference
     from glmlab.loading import write_weights
-    from glmlab.jsonl import write_jsonl
+    from glmlab.json_files import write_jsonl
     from glmlab.synth import general_corpus
     from glmlab.tiny import make_tiny
 

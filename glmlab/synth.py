@@ -428,7 +428,7 @@ class Sizes:
 
 def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, Path]:
     """Write every data set into ``output_dir``; returns name -> path."""
-    from glmlab.jsonl import write_jsonl  # the project's one JSON-lines writer (atomic)
+    from glmlab.json_files import write_jsonl  # the project's one JSON-lines writer (atomic)
 
     out = Path(output_dir)
     general, probes = general_corpus(sizes.n_general, sizes.n_probe, seed)
