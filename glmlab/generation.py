@@ -115,27 +115,15 @@ def _clean(text: str, mode: str) -> str:
     return text
 
 
-def generate_batch(
-    model,
-    tokenizer,
-    prompts_ids: Sequence[Sequence[int]],
-    mode: str,
-    max_new_tokens: int = 256,
-    do_sample: bool = DEFAULT_DO_SAMPLE,
-    top_p: float = DEFAULT_TOP_P,
-    temperature: float = DEFAULT_TEMPERATURE,
-    **gen_kwargs,
-) -> list[str]:
+def generate_batch(model, tokenizer, prompts_ids: Sequence[Sequence[int]], mode: str, *args, **gen_kwargs) -> list[str]:
     """Generate an answer for each prompt (ids as ``glmlab.data.encode_prompt`` builds them).
 
-    The batch is left-padded with a 2D attention mask, so every prompt ends where
-    generation starts; the model derives positions from the mask. Defaults are
-    the original prediction scripts' (greedy; ``top_p=0.7``, ``temperature=0.95``
-    when ``do_sample``). Only the new tokens are decoded, cut at the first
-    eos / ``<eop>`` (ChatGLM3 also ``<|user|>`` / ``<|observation|>``).
-    Extra keyword arguments go to ``model.generate``.
+    Takes :func:`generate_ids`' arguments (``max_new_tokens=256, do_sample, top_p, temperature``, then
+    keyword arguments for ``model.generate``). The batch is left-padded with a 2D attention mask, so
+    every prompt ends where generation starts; the model derives positions from the mask. Defaults are
+    the original prediction scripts' (greedy; ``top_p=0.7``, ``temperature=0.95`` when ``do_sample``).
+    Only the new tokens are decoded, cut at the first eos / ``<eop>`` (ChatGLM3 also ``<|user|>`` /
+    ``<|observation|>``).
     """
-    new_ids = generate_ids(
-        model, tokenizer, prompts_ids, mode, max_new_tokens, do_sample, top_p, temperature, **gen_kwargs
-    )
+    new_ids = generate_ids(model, tokenizer, prompts_ids, mode, *args, **gen_kwargs)
     return [_clean(tokenizer.decode(ids), mode) for ids in new_ids]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from glmlab import memory
-from glmlab.args import MODES, PRECISIONS, TRAIN_TYPES
+from glmlab.constants import MODES, PRECISIONS, TRAIN_TYPES
 
 DS_FILES = tuple(memory.SHIPPED_CONFIGS.values())
 PART_LABELS = {
