@@ -187,3 +187,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m glmlab.memory
             print(format_breakdown(estimate, args.gpu_gib))
     except ValueError as err:  # ArgsError and CheckpointError included
         parser.error(str(err).splitlines()[0])
+    return 0
