@@ -33,6 +33,13 @@ two Adam moments (about 72 GB for ChatGLM2-6B), several times the weights themse
 ``glmlab_checkpoint.json`` says which, in ``"deepspeed_state"``: ``"saved"``, ``"pruned"`` or
 ``"not_saved"``; :func:`resume_problem` turns the last two into one line for ``--resume_from``.
 Each save prints the checkpoint's size on disk, and each prune what it freed.
+
+Describing
+----------
+:func:`describe_checkpoint` reads what a folder holds (:class:`CheckpointInfo`: the method, mode and base
+model from ``glmlab_checkpoint.json``, or the files of a folder without one) without loading any weight,
+so inference and the command-line tools fail in one line before loading anything; the method's strategy
+(:mod:`glmlab.methods`) checks its own files.
 """
 
 from __future__ import annotations
