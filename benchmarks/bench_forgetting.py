@@ -5,7 +5,7 @@
 
 Each run fine-tunes the small pretrained base (``--mode``, default the ChatGLM-6B one) on the
 synthetic triple-extraction set plus a share of the general corpus it was pretrained on
-(``--train_path spo_train.jsonl,general_train.jsonl#N``, :mod:`glmlab.replay`: the share of each
+(``--train_path spo_train.jsonl,general_train.jsonl#N``, :mod:`glmlab.notebooks.replay`: the share of each
 epoch's samples that are general), with the notebooks' flags and step budget (3 epochs of the
 task), then scores held-out triple F1 and the general skills on the held-out probes (exact match,
 the probes held out of the corpus: checked before anything trains). ``full`` is 06's ``zero3`` run
@@ -14,7 +14,7 @@ reused, so an interrupted benchmark continues where it stopped.
 
 Writes ``OUTPUT/summary.json`` (every row, mean ± std per method and share) and ``summary.md``, and
 prints the table plus, per method, the best share against the issue's target (means over seeds,
-:func:`glmlab.replay.replay_verdict`): general skills kept >= 0.8 overall with held-out F1 within
+:func:`glmlab.notebooks.replay.replay_verdict`): general skills kept >= 0.8 overall with held-out F1 within
 0.05 of the same method without replay.
 A benchmark, not a test: each run takes the notebooks' time per run (minutes on a CPU).
 
@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-METHODS = {"lora": "lora", "full": "zero3"}  # label -> the 06 study's flags (glmlab.experiment.study_methods)
+METHODS = {"lora": "lora", "full": "zero3"}  # label -> the 06 study's flags (glmlab.notebooks.experiment.study_methods)
 
 
 def label(method: str, share: float) -> str:
@@ -43,10 +43,10 @@ def label(method: str, share: float) -> str:
 
 
 def run_one(method: str, share: float, seed: int, args: argparse.Namespace, paths: dict, probes: list[dict]) -> dict:
-    """One replay run (or its stored row); the row of :func:`glmlab.experiment.run_method` plus the share."""
-    from glmlab import experiment
+    """One replay run (or its stored row); the row of :func:`glmlab.notebooks.experiment.run_method` plus the share."""
+    from glmlab.notebooks import experiment
     from glmlab.loading import build_config
-    from glmlab.replay import replay_spec
+    from glmlab.notebooks.replay import replay_spec
 
     out = Path(args.output_dir) / f"seed-{seed}"
     stored = out / label(method, share) / "row.json"
@@ -81,8 +81,8 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
 
 
 def verdicts(summary: dict[str, dict]) -> list[str]:
-    """Per method: what replay bought, on the means over seeds (:func:`glmlab.replay.replay_verdict`)."""
-    from glmlab.replay import replay_verdict
+    """Per method: what replay bought, on the means over seeds (:func:`glmlab.notebooks.replay.replay_verdict`)."""
+    from glmlab.notebooks.replay import replay_verdict
 
     methods = sorted({e["method"] for e in summary.values()})
     return [replay_verdict(method, [{"share": e["share"], "f1": e["f1"]["mean"], "skills": e["skills"]["mean"]}
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", default=str(REPO / "runs" / "bench_forgetting"))
     args = parser.parse_args(argv)
 
-    from glmlab import experiment
-    from glmlab.replay import check_held_out
+    from glmlab.notebooks import experiment
+    from glmlab.notebooks.replay import check_held_out
 
     paths = {name: experiment.data_path(name) for name in ("spo_train", "spo_test", "general_train")}
     probes = experiment.general_probes()

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         count = write_folder(folder, args.num_layers)
         print(f"wrote {folder}: {count / 1e9:.2f}B parameters, bf16")
         [single] = _run([sys.executable, __file__, "--_load", str(folder)], env)
-        from glmlab.train import free_port
+        from glmlab.launch import free_port
 
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.stages}",
                     f"--master_port={free_port()}", __file__, "--stages", str(args.stages), "--_stage", str(folder)]

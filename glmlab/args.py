@@ -30,15 +30,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-MODES = ("glm", "glm2", "glm3")
-TRAIN_TYPES = ("freeze", "ptuning", "lora", "all")
-PRECISIONS = ("fp32", "bf16", "fp16")
+from glmlab.constants import MODES, PRECISION_ALIASES, PRECISIONS, TRAIN_TYPES
+from glmlab.methods import get_strategy
+from glmlab.parsers import ArgsError
+
 # The DeepSpeed configs shipped with glmlab; ``--ds_file`` also accepts these bare names.
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ArgsError(ValueError):
-    """A training argument or input that cannot be used; the message is one line."""
 
 
 def str2bool(value: str | bool) -> bool:
@@ -136,7 +133,7 @@ class TrainArgs:
     precision: str | None = _help(
         "Training precision. Default: bf16 on a GPU that supports it, else fp32 (fp16 needs a GPU).",
         default=None,
-        meta={"choices": PRECISIONS},
+        meta={"choices": PRECISIONS + tuple(PRECISION_ALIASES)},
     )
     seed: int = _help("Seed of every random generator (data order, initialisation, dropout).", default=1234)
 
@@ -187,6 +184,8 @@ class TrainArgs:
             choices = MODES if name == "mode" else TRAIN_TYPES
             if value not in choices:
                 raise ArgsError(f"--{name} must be one of {', '.join(choices)} (got {value!r})")
+        if self.precision is not None:  # the long names are aliases: bfloat16 -> bf16
+            self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ArgsError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_len",
@@ -207,7 +206,7 @@ class TrainArgs:
             raise ArgsError(f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if self.quantization_bit not in (0, 4, 8):
             raise ArgsError(f"--quantization_bit must be 4 or 8 (or 0: none), got {self.quantization_bit}")
-        if self.quantization_bit and self.train_type not in ("lora", "ptuning"):
+        if self.quantization_bit and not get_strategy(self.train_type).quantizable:
             raise ArgsError(f"--quantization_bit {self.quantization_bit} works with --train_type lora or ptuning only "
                             f"({self.train_type} would train the quantized weights)")
         from glmlab.data import check_lengths
@@ -257,7 +256,7 @@ class TrainArgs:
         n = self.pipeline_stages
         if n < 1:
             raise ArgsError(f"--pipeline_stages must be at least 1 (got {n})")
-        if self.train_type != "all":
+        if not get_strategy(self.train_type).pipelines:
             raise ArgsError(f"--pipeline_stages works with --train_type all only (got {self.train_type}: "
                             f"its frozen weights or adapters are not split into stages)")
         ds_path = resolve_ds_file(self.ds_file)
@@ -312,13 +311,6 @@ def default_precision() -> str:
         if torch.cuda.is_bf16_supported():
             return "bf16"
     return "fp32"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE``, exit status 2 (no usage block)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class _ArgsErrorParser(argparse.ArgumentParser):
@@ -376,7 +368,7 @@ def check_inputs(args: TrainArgs) -> None:
     """
     from glmlab.data import DataError
     from glmlab.loading import build_config
-    from glmlab.methods import checkpoint_parameter_names, get_strategy
+    from glmlab.methods import checkpoint_parameter_names
     from glmlab.mixture import validate_spec
 
     try:

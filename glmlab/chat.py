@@ -29,7 +29,7 @@ the ones the official ``model.chat`` of each generation builds:
 Generation defaults are the official chat's: sampling with ``top_p=0.7, temperature=0.95``
 (ChatGLM-6B) or ``top_p=0.8, temperature=0.8`` (ChatGLM2/3); pass ``do_sample=False`` for greedy,
 reproducible answers. Generation stops at the mode's stop ids
-(:func:`glmlab.inference.stop_token_ids`).
+(:func:`glmlab.generation.stop_token_ids`).
 """
 
 from __future__ import annotations
@@ -43,17 +43,18 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from glmlab.inference import (
-    _cut_at_stop,
-    _left_pad,
-    _model_device,
+from glmlab.constants import GLM3_ROLES, MODES
+# A system message in this form makes ChatGLM3 answer with tool calls (the official tool demo's text).
+from glmlab.constants import TOOLS_PROMPT as DEFAULT_TOOL_SYSTEM
+from glmlab.generation import (
+    cut_at_stop,
     generate_ids,
     generation_kwargs,
+    left_pad,
+    model_device,
     stop_token_ids,
 )
 
-MODES = ("glm", "glm2", "glm3")
-GLM3_ROLES = ("system", "user", "assistant", "observation")
 # The official chat's sampling settings: (top_p, temperature); all three sample by default.
 CHAT_SAMPLING = {"glm": (0.7, 0.95), "glm2": (0.8, 0.8), "glm3": (0.8, 0.8)}
 DEFAULT_MAX_NEW_TOKENS = 1024
@@ -62,8 +63,6 @@ _TRAINING_TIME = ("[[训练时间]]", "2023年")
 # ChatGLM-6B's clean-up: half-width punctuation next to a CJK character becomes full-width.
 _PUNCTUATION = {",": "，", "!": "！", ":": "：", ";": "；", "?": "？"}
 _CJK = "\u4e00-\u9fff"
-# A system message in this form makes ChatGLM3 answer with tool calls (the official tool demo's text).
-DEFAULT_TOOL_SYSTEM = "Answer the following questions as best as you can. You have access to the following tools:"
 
 
 class ToolCallError(ValueError):
@@ -367,8 +366,8 @@ def stream_chat(
     streamer = _ChatStreamer(tokenizer, stops)
     stop = _StopRequest()
     criteria = StoppingCriteriaList([stop, *(kwargs.pop("stopping_criteria", None) or [])])
-    ids, mask = _left_pad([prompt], kwargs["pad_token_id"])
-    device = _model_device(model)
+    ids, mask = left_pad([prompt], kwargs["pad_token_id"])
+    device = model_device(model)
     result: dict = {}
 
     def generate() -> None:
@@ -399,7 +398,7 @@ def stream_chat(
         thread.join()
     if "error" in result:
         raise result["error"]
-    new = _cut_at_stop(result["ids"][0, len(prompt) :].tolist(), stops)
+    new = cut_at_stop(result["ids"][0, len(prompt) :].tolist(), stops)
     final = _answer(tokenizer.decode(new), mode, query, role, history)
     if final != last:
         yield final

@@ -34,6 +34,13 @@ two Adam moments (about 72 GB for ChatGLM2-6B), several times the weights themse
 ``glmlab_checkpoint.json`` says which, in ``"deepspeed_state"``: ``"saved"``, ``"pruned"`` or
 ``"not_saved"``; :func:`resume_problem` turns the last two into one line for ``--resume_from``.
 Each save prints the checkpoint's size on disk, and each prune what it freed.
+
+Describing
+----------
+:func:`describe_checkpoint` reads what a folder holds (:class:`CheckpointInfo`: the method, mode and base
+model from ``glmlab_checkpoint.json``, or the files of a folder without one) without loading any weight,
+so inference and the command-line tools fail in one line before loading anything; the method's strategy
+(:mod:`glmlab.methods`) checks its own files.
 """
 
 from __future__ import annotations
@@ -43,16 +50,20 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from glmlab.constants import CHECKPOINT_INFO_NAME, MODES, TRAIN_TYPES
+from glmlab.json_files import read_json_object
+from glmlab.loading import CheckpointError, infer_mode
+from glmlab.methods import Strategy, checkpoint_strategy, detect_kind
+
 DS_STATE_TAG = "deepspeed"
-INFO_NAME = "glmlab_checkpoint.json"
-# The field of INFO_NAME saying what became of the DeepSpeed state, and its values.
+# The field of CHECKPOINT_INFO_NAME saying what became of the DeepSpeed state, and its values.
 STATE_FIELD = "deepspeed_state"
 SAVED, PRUNED, NOT_SAVED = "saved", "pruned", "not_saved"
 
@@ -65,11 +76,9 @@ def checkpoint_name(epoch: int, step: int) -> str:
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """The checkpoint of ``output_dir`` with the highest optimizer step (``epoch-E-step-S``).
 
-    Raises :class:`glmlab.run_folder.MixedRunsError` (one line naming them) when the folder holds
+    Raises :class:`glmlab.checkpoint.MixedRunsError` (one line naming them) when the folder holds
     the files of several runs (left by an older glmlab): the newest checkpoint could be another run's.
     """
-    from glmlab.run_folder import one_run
-
     one_run(output_dir)
     folders = checkpoint_folders(output_dir)
     if not folders:
@@ -187,7 +196,7 @@ def save_checkpoint(engine, strategy, tokenizer, args, *, epoch: int, step: int,
             STATE_FIELD: SAVED if with_state else NOT_SAVED,
             "args": asdict(args),
         }
-        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace(tmp, final)
         if with_state:
             log(f"saved {final} ({format_size(disk_usage(final))}; "
@@ -255,7 +264,7 @@ def format_size(num_bytes: int) -> str:
 def read_info(folder: str | Path) -> dict[str, Any]:
     """A checkpoint's ``glmlab_checkpoint.json`` (``{}`` when it has none or it is unreadable)."""
     try:
-        info = json.loads((Path(folder) / INFO_NAME).read_text(encoding="utf-8"))
+        info = json.loads((Path(folder) / CHECKPOINT_INFO_NAME).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     return info if isinstance(info, dict) else {}
@@ -268,11 +277,11 @@ def has_deepspeed_state(folder: str | Path) -> bool:
 
 def _write_info(folder: Path, info: dict[str, Any]) -> None:
     """Rewrite ``folder``'s ``glmlab_checkpoint.json`` atomically (a reader sees the old or the new file)."""
-    tmp = folder / f".{INFO_NAME}.tmp"
+    tmp = folder / f".{CHECKPOINT_INFO_NAME}.tmp"
     tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, folder / INFO_NAME)
+    os.replace(tmp, folder / CHECKPOINT_INFO_NAME)
 
 
 def prune_deepspeed_states(output_dir: str | Path, keep: int, newest: str | Path) -> list[tuple[Path, int]]:
@@ -339,3 +348,226 @@ def load_checkpoint(engine, checkpoint_dir: str | Path) -> tuple[dict[str, int],
     rng_file = folder / DS_STATE_TAG / f"rng-rank{_rank()}.pt"
     rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
     return dict(client_state["glmlab_position"]), rng
+
+
+# --------------------------------------------------------------------------- describe (for inference)
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a folder holds, read from its files without loading any weights.
+
+    ``kind`` is one of ``TRAIN_TYPES`` or ``"model"`` (a plain HF model folder with no
+    ``glmlab_checkpoint.json``). ``base`` is the resolved base model folder for
+    ``lora`` / ``ptuning`` (``None`` for the others). ``mode`` is the recorded mode,
+    or ``None`` when nothing records it (then it is inferred from the files).
+    """
+
+    path: Path
+    kind: str
+    mode: str | None
+    base: Path | None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy that wrote the folder (a plain model folder reads as a full checkpoint)."""
+        return checkpoint_strategy(self.kind)
+
+    @property
+    def needs_base(self) -> bool:
+        """Adapters (LoRA, P-tuning) are useless without their base model."""
+        return self.strategy.needs_base
+
+
+def _detect_kind(path: Path) -> str:
+    """The kind of a folder without ``glmlab_checkpoint.json``, from the files it holds."""
+    kind = detect_kind(path)  # a method's marker file
+    if kind is not None:
+        return kind
+    if (path / "config.json").is_file():
+        return "model"
+    raise CheckpointError(
+        f"{path}: not a model or checkpoint folder (no {CHECKPOINT_INFO_NAME}, config.json or adapter_config.json)"
+    )
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A training run's ``--output_dir`` (``epoch-E-step-S`` folders), not a checkpoint itself."""
+    markers = (CHECKPOINT_INFO_NAME, "config.json", "adapter_config.json")
+    return not any((path / n).is_file() for n in markers) and any(p.is_dir() for p in path.glob("epoch-*-step-*"))
+
+
+def describe_checkpoint(checkpoint_dir: str | Path, base: str | Path | None = None) -> CheckpointInfo:
+    """Say what ``checkpoint_dir`` holds and check its files, without loading weights.
+
+    A training run's ``--output_dir`` stands for its newest checkpoint (the highest step).
+
+    ``base`` overrides the base model recorded in ``glmlab_checkpoint.json``; it is
+    only used for ``lora`` / ``ptuning``. Raises :class:`CheckpointError` for a
+    missing folder, missing files, an unknown ``train_type``/``mode``, or an
+    adapter whose base model cannot be found.
+    """
+    path = Path(checkpoint_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    if _is_run_dir(path):  # a training run's --output_dir: its newest checkpoint
+        try:
+            path = latest_checkpoint(path)
+        except MixedRunsError as err:  # a folder of two runs (an older glmlab's): its newest may be either's
+            raise CheckpointError(str(err)) from None
+    meta: dict = {}
+    if (path / CHECKPOINT_INFO_NAME).is_file():
+        meta = read_json_object(path / CHECKPOINT_INFO_NAME)
+        kind = meta.get("train_type")
+        if kind not in TRAIN_TYPES:
+            raise CheckpointError(
+                f"{path / CHECKPOINT_INFO_NAME}: train_type must be one of {', '.join(TRAIN_TYPES)} (got {kind!r})"
+            )
+    else:
+        kind = _detect_kind(path)
+    mode = meta.get("mode")
+    if mode is not None and mode not in MODES:
+        raise CheckpointError(f"{path / CHECKPOINT_INFO_NAME}: mode must be one of {', '.join(MODES)} (got {mode!r})")
+
+    strategy = checkpoint_strategy(kind)
+    strategy.check_saved(path, kind)  # the files the method saves (glmlab.methods)
+    if not strategy.needs_base:
+        return CheckpointInfo(path, kind, mode, None, meta)
+
+    recorded = meta.get("base_model")
+    if base is None and recorded is None:
+        raise CheckpointError(f"{path}: {kind} checkpoint records no base model; pass the base model folder")
+    base_path = Path(base if base is not None else recorded)
+    if not (base_path / "config.json").is_file():
+        origin = "given" if base is not None else f"recorded in {path / CHECKPOINT_INFO_NAME}"
+        raise CheckpointError(
+            f"base model {str(base_path)!r} ({origin}) is not a model folder (no config.json); pass the base model folder"
+        )
+    return CheckpointInfo(path, kind, mode, base_path, meta)
+
+
+def checkpoint_mode(info: CheckpointInfo, mode: str | None = None) -> str:
+    """The mode to use: ``mode`` if given (it must agree with the recorded one), else recorded, else inferred."""
+    if mode is not None and mode not in MODES:
+        raise CheckpointError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if info.mode is not None:
+        if mode is not None and mode != info.mode:
+            raise CheckpointError(f"{info.path}: checkpoint was trained with mode {info.mode}, not {mode}")
+        return info.mode
+    if mode is not None:
+        return mode
+    return infer_mode(str(info.base if info.needs_base else info.path))
+
+
+# ============================================================================ which runs a folder holds
+# One run per folder (glmlab.run_folder writes by these rules): every checkpoint's info and every metrics
+# record carries its run's id, and whatever reads a run folder reads one run's files.
+METRICS_NAME = "metrics.jsonl"
+EVENTS_NAME = "tensorboard"
+RUN_ID = "run_id"
+# Training arguments that may change between a run and its resumption; the rest tell apart the
+# runs of an older glmlab's folder, whose files carry no run id.
+_RESUME_ARGS = ("resume_from", "max_steps", "save_only_model", "save_total_limit", "save_model_step",
+                "show_loss_step", "local_rank", "output_dir", "overwrite_output_dir")
+
+
+class MixedRunsError(ValueError):
+    """A folder holds the files of more than one run; the message is one line naming them."""
+
+
+def run_files(folder: str | Path) -> list[Path]:
+    """What runs left in ``folder``: checkpoints (and save leftovers), ``metrics.jsonl``, ``tensorboard/``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("epoch-*-step-*") if p.is_dir()]
+    found += [p for p in folder.glob(".epoch-*-step-*") if p.name.endswith((".tmp", ".old"))]
+    found += [p for p in (folder / METRICS_NAME, folder / EVENTS_NAME) if p.exists()]
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- which runs a folder holds
+@dataclass
+class RunGroup:
+    """The files of one run in a folder."""
+
+    run_id: str | None  # None: written by an older glmlab
+    files: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)  # its training arguments (from a checkpoint)
+
+    def describe(self, differing: list[str]) -> str:
+        checkpoints = [f for f in self.files if f != METRICS_NAME]
+        if len(checkpoints) > 3:  # the first and the newest say enough
+            checkpoints = [f"{checkpoints[0]} .. {checkpoints[-1]} ({len(checkpoints)} checkpoints)"]
+        what = ", ".join(checkpoints + [f for f in self.files if f == METRICS_NAME])
+        if self.run_id is None and self.files == [METRICS_NAME] and not self.args:
+            return f"{METRICS_NAME} records without run id"
+        if self.run_id is not None:
+            return f"run {self.run_id} ({what})"
+        told = ", ".join(f"{k} {self.args.get(k)}" for k in differing[:3])
+        return f"a run of an older glmlab without run id{f' ({told})' if told else ''} ({what})"
+
+
+def _metrics_records(folder: Path) -> list[dict]:
+    path = folder / METRICS_NAME
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def runs_in(folder: str | Path) -> list[RunGroup]:
+    """The runs whose checkpoints or metrics records ``folder`` holds, oldest checkpoint first.
+
+    Files with a run id are grouped by it. Checkpoints without one (an older glmlab) are told
+    apart by their training arguments (those a resume may change left out); metrics records
+    without one join such a run when there is exactly one, else they count as a run of their own.
+    """
+    folder = Path(folder)
+    groups: dict[Any, RunGroup] = {}
+    for checkpoint in checkpoint_folders(folder):
+        info = read_info(checkpoint)
+        args = info.get("args") if isinstance(info.get("args"), dict) else {}
+        run_id = info.get(RUN_ID)
+        key = run_id or ("legacy", json.dumps({k: v for k, v in args.items() if k not in _RESUME_ARGS}, sort_keys=True))
+        groups.setdefault(key, RunGroup(run_id or None, args=args)).files.append(checkpoint.name)
+    for record in _metrics_records(folder):
+        run_id = record.get(RUN_ID)
+        if run_id:
+            key = run_id
+        else:
+            legacy = [k for k in groups if isinstance(k, tuple)]
+            key = legacy[0] if len(legacy) == 1 and len(groups) == 1 else ("legacy", METRICS_NAME)
+        group = groups.setdefault(key, RunGroup(run_id or None))
+        if METRICS_NAME not in group.files:
+            group.files.append(METRICS_NAME)
+    return list(groups.values())
+
+
+def describe_runs(groups: list[RunGroup]) -> str:
+    """``run A (epoch-1-step-8, metrics.jsonl) and run B (...)``: the runs, each with its files."""
+    legacy = [g for g in groups if g.run_id is None and g.args]
+    keys = sorted({k for g in legacy for k in g.args if k not in _RESUME_ARGS})
+    differing = [k for k in keys if len({json.dumps(g.args.get(k)) for g in legacy}) > 1]
+    differing.sort(key=lambda k: (k not in ("seed", "num_train_epochs", "train_type", "learning_rate"), k))
+    parts = [g.describe(differing) for g in groups]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def one_run(folder: str | Path) -> str | None:
+    """The id of the one run ``folder`` holds (``None``: empty, or one run of an older glmlab).
+
+    Raises :class:`MixedRunsError` naming the runs when it holds files of several: whatever
+    reads the folder would mix them (the newest checkpoint of one, the metrics of another).
+    """
+    groups = runs_in(folder)
+    if len(groups) > 1:
+        raise MixedRunsError(f"{folder}: holds files of more than one run: {describe_runs(groups)}; "
+                             f"name one checkpoint folder instead, or train again into an empty folder")
+    return groups[0].run_id if groups else None

@@ -81,15 +81,13 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from glmlab.constants import GLM3_ROLES as ROLES
+from glmlab.constants import IGNORE_INDEX, MODES, TOOLS_PROMPT
+
 logger = logging.getLogger(__name__)
 
-MODES = ("glm", "glm2", "glm3")
-IGNORE_INDEX = -100
-ROLES = ("system", "user", "assistant", "observation")
 # The fine-tuning demo's shorthand for a tool call and its observation (expanded when encoding).
 TOOL_ROLE = "tool"
-# The system prompt the official demos put before a tool list when the sample gives none.
-TOOLS_PROMPT = "Answer the following questions as best as you can. You have access to the following tools:"
 INSTRUCTION_FIELDS = ("instruction", "input", "output")
 
 # Prompt templates of the original fine-tuning code (single round).

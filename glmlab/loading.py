@@ -49,13 +49,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from glmlab.constants import (
+    CHECKPOINT_INFO_NAME,
+    MODES,
+    PRECISION_ALIASES,
+    PRECISIONS,
+    PREFIX_ENCODER,
+    canonical_precision,
+)
 from glmlab.models.configuration import ChatGLMConfig
-
-MODES = ("glm", "glm2", "glm3")
 
 CONFIG_NAME = "config.json"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-CHECKPOINT_INFO_NAME = "glmlab_checkpoint.json"  # written by the training strategies
 VOCAB_FILES = {"glm": "ice_text.model", "glm2": "tokenizer.model", "glm3": "tokenizer.model"}
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -65,19 +70,9 @@ WEIGHTS_FORMATS = ("safetensors", "sharded_safetensors", "bin", "sharded_bin")
 
 # The key glmlab writes into config.json and tokenizer_config.json to record the mode.
 MODE_KEY = "glmlab_mode"
-# Only this part of a model may be missing from a checkpoint, and only when a config override adds it.
-PREFIX_ENCODER_PREFIX = "transformer.prefix_encoder."
 
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-}
+# The precisions by their short names (glmlab.constants.canonical_precision maps the long ones).
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Config fields a caller may override, and the ChatGLM-specific ones among them.
 _ALL_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ChatGLMConfig))
 _CHATGLM_FIELDS = frozenset(ChatGLMConfig.__annotations__)
@@ -137,8 +132,8 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         if dtype in (torch.float32, torch.bfloat16, torch.float16):
             return dtype
-    elif isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.lower().removeprefix("torch.")]
+    elif isinstance(dtype, str) and dtype.strip().lower().removeprefix("torch.") in (*PRECISIONS, *PRECISION_ALIASES):
+        return _DTYPES[canonical_precision(dtype)]
     raise ValueError(f"unsupported dtype {dtype!r}: use fp32, bf16 or fp16")
 
 
@@ -546,7 +541,7 @@ def _load_weights(
     for file, names in unexpected.items():
         problems.append(f"{file}: unexpected tensor(s) the model does not have: {_names(names)}")
     missing = [name for name in expected if name not in loaded]
-    new_prefix = [name for name in missing if allow_new_prefix and name.startswith(PREFIX_ENCODER_PREFIX)]
+    new_prefix = [name for name in missing if allow_new_prefix and name.startswith(PREFIX_ENCODER)]
     missing = [name for name in missing if name not in new_prefix]
     if missing:
         where = files[0] if len(files) == 1 else f"{folder} ({len(files)} weight files)"
@@ -555,7 +550,7 @@ def _load_weights(
         raise CheckpointError("; ".join(problems))
 
     if new_prefix:
-        _init_new_modules(model, PREFIX_ENCODER_PREFIX.rstrip("."), dtype, device)
+        _init_new_modules(model, PREFIX_ENCODER.rstrip("."), dtype, device)
     still_meta = [name for name, t in model.state_dict(keep_vars=True).items() if t.device.type == "meta"]
     if still_meta:  # a tensor shared under two names, filled under one of them
         raise CheckpointError(f"{folder}: tensor(s) left unloaded: {_names(still_meta)}")

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import torch
 
-from glmlab.inference import CheckpointError, checkpoint_mode, describe_checkpoint
-from glmlab.loading import parse_dtype
+from glmlab.constants import PRECISION_ALIASES, PRECISIONS
+from glmlab.checkpoint import checkpoint_mode, describe_checkpoint
+from glmlab.loading import CheckpointError, parse_dtype
 
 PROG = "glmlab.merge_lora"
 PROVENANCE_FILE = "glmlab_merge.json"
@@ -98,7 +99,7 @@ def merge_lora(
 
     dtype = parse_dtype(dtype)
     info = describe_checkpoint(adapter, base)
-    if info.kind != "lora":
+    if not info.strategy.mergeable:
         raise CheckpointError(f"{adapter}: not a LoRA adapter folder (it holds a {info.kind} checkpoint)")
     out = check_output_dir(output_dir, info.path, info.base, overwrite)
     mode = checkpoint_mode(info)
@@ -138,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model folder (default: the base_model in the adapter's glmlab_checkpoint.json)")
     p.add_argument("--adapter", required=True, help="LoRA checkpoint folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--output_dir", required=True, help="new folder for the merged model")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="dtype of the merge and of the saved weights")
+    p.add_argument("--dtype", default="fp32", type=str.lower, choices=PRECISIONS + tuple(PRECISION_ALIASES),
+                   help="dtype of the merge and of the saved weights: fp32, bf16 or fp16 (or float32, bfloat16, float16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output_dir")
     return p
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.base is not None and not Path(args.base).is_dir():
             raise ValueError(f"--base {args.base}: folder not found")
         info = describe_checkpoint(args.adapter, args.base)  # checks files before any loading
-        if info.kind != "lora":
+        if not info.strategy.mergeable:
             raise ValueError(f"--adapter {args.adapter}: not a LoRA adapter folder (it holds a {info.kind} checkpoint)")
         check_output_dir(args.output_dir, info.path, info.base, args.overwrite)
     except ValueError as err:  # CheckpointError is a ValueError

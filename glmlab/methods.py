@@ -10,6 +10,21 @@ branches on the method's name:
 * ``describe(model)`` -> one line with the trainable and total parameter counts;
 * ``save(model, tokenizer, out_dir, state_dict)`` -> write what the method needs to reload.
 
+Without building a model, each strategy also answers from a config, the model's parameter shapes
+(:func:`glmlab.memory.parameter_shapes`, or a checkpoint's tensor names) and the flags, so that
+:mod:`glmlab.memory`, :mod:`glmlab.checkpoint`, :mod:`glmlab.inference` and the notebooks ask it
+instead of branching on the method's name:
+
+* ``model_config(config, args)`` -> the config the model is built with (``config_overrides`` applied);
+* ``trained_parameters(shapes, args)`` -> the names of the model's own parameters that train;
+* ``adapters(shapes, args)`` -> the tensors the method adds beside the model (LoRA's A and B), by module;
+* ``trainable_shapes(shapes, args)`` -> everything that trains, name -> shape;
+* ``activation_layers(config, shapes, args)`` -> which layers keep activations for backward, and
+  which of their linear layers keep their inputs (:func:`glmlab.memory.activation_bytes`' arguments);
+* ``saves`` / ``needs_base`` / ``check_saved(path)`` -> what a checkpoint of the method holds, whether
+  it needs its base model, and the check that a folder holds it; ``load(...)`` reloads it;
+* ``quantizable`` -> whether the base may be quantized (the method trains no base weight).
+
 =========  ===============================================  ==========================================
 method     trains                                           saves (``output_dir/epoch-E-step-S/``)
 =========  ===============================================  ==========================================
@@ -40,11 +55,17 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PREFIX_ENCODER = "transformer.prefix_encoder."
+from glmlab.constants import PREFIX_ENCODER, PREFIX_FILE
+
+if TYPE_CHECKING:
+    import torch
+
 # How many names an error message lists.
 _SHOW = 6
+# The linear layers of a block: what ``quantization_bit`` stores in 8 or 4 bits and what LoRA usually targets.
+LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
 # --------------------------------------------------------------------------- names and patterns
@@ -149,6 +170,56 @@ class Strategy:
     name = ""
     #: "full": the checkpoint holds every tensor; "trainable": only the trained ones.
     saves = "full"
+    #: Whether the method trains the base model's own weights (then they cannot be quantized).
+    trains_base_weights = True
+    #: A file only this method's checkpoints hold: it names the method of a folder without glmlab_checkpoint.json.
+    marker_file: str | None = None
+    #: Whether what it saves folds into the base weights (``glmlab merge-lora``).
+    mergeable = False
+    #: Whether it runs split into pipeline stages (``--pipeline_stages``): every weight trained, none frozen or
+    #: adapted, so each stage is a plain slice of the model (:mod:`glmlab.pipeline`).
+    pipelines = False
+
+    @property
+    def quantizable(self) -> bool:
+        """A quantized base suits the method: it trains tensors outside the quantized weights."""
+        return not self.trains_base_weights
+
+    @property
+    def needs_base(self) -> bool:
+        """A checkpoint that holds only the trained tensors is useless without its base model."""
+        return self.saves == "trainable"
+
+    # ----------------------------------------------------------------------- from a config, no model built
+    def model_config(self, config, args):
+        """The config the method's model is built with: ``config`` with :meth:`config_overrides` applied."""
+        overrides = self.config_overrides(args)
+        if not overrides:
+            return config
+        fields = config.to_dict()
+        fields.update(overrides)
+        return type(config)(**{k: v for k, v in fields.items() if k not in ("transformers_version", "architectures")})
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The names among the model's parameters ``shapes`` that train (``all``: every one)."""
+        return set(shapes)
+
+    def adapters(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The tensors the method adds beside the model's own: module -> {tensor name: shape} (none by default)."""
+        return {}
+
+    def trainable_shapes(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, tuple[int, ...]]:
+        """Everything that trains, name -> shape: the trained parameters, then the added tensors."""
+        trained = self.trained_parameters(shapes, args)
+        out = {n: s for n, s in shapes.items() if n in trained}
+        for tensors in self.adapters(shapes, args).values():
+            out.update(tensors)
+        return out
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """Which layers keep activations for backward: :func:`glmlab.memory.activation_bytes`' ``layers``,
+        ``trained_layers`` and ``trained_linears`` (every layer trains every linear layer by default)."""
+        return {"layers": config.num_layers}
 
     def config_overrides(self, args) -> dict[str, Any]:
         """Config fields to load the base model with (none by default)."""
@@ -179,17 +250,52 @@ class Strategy:
         model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir))
 
+    # ----------------------------------------------------------------------- its checkpoints, for inference
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """Raise ``CheckpointError`` when the folder ``path`` lacks what :meth:`save` writes (no weight is read).
+
+        ``kind`` names the folder in the message (default: the method; ``"model"`` for a plain model folder).
+        """
+        from glmlab.loading import CheckpointError
+
+        kind = kind or self.name
+        _require_files(path, ["config.json"], kind)
+        if not (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
+            raise CheckpointError(f"{path}: {kind} checkpoint has no weights (*.safetensors or pytorch_model*.bin)")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The model of the checkpoint ``info`` (:class:`glmlab.checkpoint.CheckpointInfo`): a full model loads on its own."""
+        from glmlab.loading import load_model
+
+        return load_model(str(info.path), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+
 
 class FullStrategy(Strategy):
     """``all``: every parameter is trained; the full model is saved."""
 
     name = "all"
+    pipelines = True
 
 
 class FreezeStrategy(Strategy):
     """``freeze``: only parameters matching ``--freeze_module_name`` are trained; the full model is saved."""
 
     name = "freeze"
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The parameters whose name contains a pattern of ``--freeze_module_name``."""
+        return set().union(*match_patterns(freeze_patterns(args.freeze_module_name), shapes).values())
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """The gradient flows from the top down to the lowest trained layer (all of them when the embedding trains)."""
+        names = self.trained_parameters(shapes, args)
+        if any("word_embeddings" in n for n in names):
+            return {"layers": config.num_layers}
+        indices = layer_indices(names)
+        if not indices:
+            return {"layers": 0}
+        # The gradient flows from the top down to the lowest trained layer.
+        return {"layers": config.num_layers - min(indices), "trained_layers": len(indices)}
 
     def check(self, args, names: Sequence[str]) -> None:
         _refuse_quantized(self.name, names)
@@ -217,7 +323,17 @@ class PTuningStrategy(Strategy):
 
     name = "ptuning"
     saves = "trainable"
-    file_name = "prefix_encoder.safetensors"
+    trains_base_weights = False
+    marker_file = PREFIX_FILE
+    file_name = PREFIX_FILE
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """The prefix encoder (in ``shapes`` of the :meth:`model_config`)."""
+        return {n for n in shapes if n.startswith(PREFIX_ENCODER)}
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """The gradient passes through every layer to the prefix; no layer's weights train."""
+        return {"layers": config.num_layers, "trained_layers": 0, "trained_linears": ()}
 
     def check(self, args, names: Sequence[str]) -> None:
         """The prefix encoder is added at load time: any checkpoint, quantized or not, will do."""
@@ -239,6 +355,37 @@ class PTuningStrategy(Strategy):
     def saves_what(self) -> str:
         return f"{self.file_name} + config.json"
 
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """The prefix encoder's file, and a ``config.json`` with ``pre_seq_len`` to rebuild the model."""
+        from glmlab.json_files import read_json_object
+        from glmlab.loading import CheckpointError
+
+        _require_files(path, [PREFIX_FILE, "config.json"], self.name)
+        config = read_json_object(path / "config.json")
+        if not config.get("pre_seq_len"):
+            raise CheckpointError(f"{path / 'config.json'}: a ptuning checkpoint needs pre_seq_len > 0")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The base, loaded with a prefix encoder of the saved shape, and the trained encoder put in."""
+        import torch
+
+        from glmlab.json_files import read_json_object
+        from glmlab.loading import load_model
+
+        config = read_json_object(info.path / "config.json")
+        model = load_model(
+            str(info.base),
+            mode=mode,
+            dtype=dtype,
+            device=device,
+            quantization_bit=quantization_bit,
+            pre_seq_len=int(config["pre_seq_len"]),
+            prefix_projection=bool(config.get("prefix_projection", False)),
+        )
+        with torch.no_grad():
+            _load_prefix_encoder(model, info.path)
+        return model
+
     def save(self, model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
@@ -257,6 +404,28 @@ class LoraStrategy(Strategy):
 
     name = "lora"
     saves = "trainable"
+    trains_base_weights = False
+    marker_file = "adapter_config.json"
+    mergeable = True
+
+    def trained_parameters(self, shapes: dict[str, tuple[int, ...]], args) -> set[str]:
+        """None of the model's own: the base is frozen."""
+        return set()
+
+    def adapters(self, shapes: dict[str, tuple[int, ...]], args) -> dict[str, dict[str, tuple[int, ...]]]:
+        """peft's ``lora_A`` (r x in) and ``lora_B`` (out x r) for each module ``--lora_module_name`` matches."""
+        adapted = set().union(*match_modules(split_names(args.lora_module_name), module_names(shapes)).values())
+        out: dict[str, dict[str, tuple[int, ...]]] = {}
+        for module in module_names(shapes):
+            if module in adapted:
+                rows, cols = shapes[module + ".weight"]
+                out[module] = {f"{module}.lora_A.default.weight": (args.lora_dim, cols),
+                               f"{module}.lora_B.default.weight": (rows, args.lora_dim)}
+        return out
+
+    def activation_layers(self, config, shapes: dict[str, tuple[int, ...]], args) -> dict[str, Any]:
+        """Every layer; an adapted linear layer keeps its input (the adapter's gradient needs it)."""
+        return {"layers": config.num_layers, "trained_linears": [t for t in split_names(args.lora_module_name) if t in LINEARS]}
 
     def check(self, args, names: Sequence[str]) -> None:
         targets = split_names(args.lora_module_name)
@@ -294,6 +463,58 @@ class LoraStrategy(Strategy):
         model.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir))
 
+    def check_saved(self, path: Path, kind: str | None = None) -> None:
+        """peft's adapter folder: ``adapter_config.json`` and the adapter's weights."""
+        from glmlab.loading import CheckpointError
+
+        _require_files(path, ["adapter_config.json"], self.name)
+        if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise CheckpointError(f"{path}: lora checkpoint is missing adapter_model.safetensors")
+
+    def load(self, info, *, mode: str, dtype, device, quantization_bit: int | None, merge_lora: bool = False):
+        """The base with the adapter on it (peft; glmlab's LoRA layer on quantized layers), or merged into it."""
+        from glmlab.loading import load_model
+        from glmlab.quantization import dequantize
+        from glmlab.quantized_lora import load_lora_adapter
+
+        model = load_model(str(info.base), mode=mode, dtype=dtype, device=device, quantization_bit=quantization_bit)
+        if merge_lora:  # an int weight cannot hold W + BA: merge into the dequantized weights (no-op unquantized)
+            model = dequantize(model)
+        model = load_lora_adapter(model, info.path)  # peft, with glmlab's LoRA layer for quantized layers
+        model = model.to(device=device, dtype=dtype)  # adapters are stored in fp32
+        if merge_lora:
+            model = model.merge_and_unload()
+        return model
+
+
+def _load_prefix_encoder(model: torch.nn.Module, path: Path) -> None:
+    """Put the trained ``transformer.prefix_encoder.*`` tensors of ``path`` into ``model``, checking keys and shapes."""
+    from safetensors.torch import load_file
+
+    from glmlab.loading import CheckpointError
+
+    state = load_file(str(path / PREFIX_FILE))
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(PREFIX_ENCODER)}
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"{path / PREFIX_FILE}: keys {sorted(state)} do not match the model's prefix encoder {sorted(expected)}"
+        )
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{path / PREFIX_FILE}: {key} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(expected[key].shape)}"
+            )
+        expected[key].copy_(value)  # state_dict tensors share storage with the parameters
+
+
+def _require_files(path: Path, names: Sequence[str], kind: str) -> None:
+    from glmlab.loading import CheckpointError
+
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: {kind} checkpoint is missing {', '.join(missing)}")
+
 
 def _refuse_quantized(method: str, names: Sequence[str]) -> None:
     """``freeze`` / ``all`` train the base's weights: refuse a checkpoint whose layers are quantized."""
@@ -312,3 +533,16 @@ def get_strategy(train_type: str) -> Strategy:
         return STRATEGIES[train_type]
     except KeyError:
         raise ValueError(f"--train_type must be one of {', '.join(STRATEGIES)} (got {train_type!r})") from None
+# A plain model folder (an official download, a merged LoRA): loaded and checked as a full checkpoint.
+_PLAIN_MODEL = FullStrategy()
+
+
+def checkpoint_strategy(kind: str) -> Strategy:
+    """The strategy that wrote a checkpoint of ``kind`` (a ``train_type``, or ``"model"``: a plain model folder)."""
+    return _PLAIN_MODEL if kind == "model" else get_strategy(kind)
+
+
+def detect_kind(path: Path) -> str | None:
+    """The method whose marker file the folder ``path`` holds (LoRA's ``adapter_config.json``, P-tuning's
+    prefix encoder), for a folder without ``glmlab_checkpoint.json``; ``None`` when it holds none."""
+    return next((s.name for s in STRATEGIES.values() if s.marker_file and (path / s.marker_file).is_file()), None)

@@ -47,12 +47,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from glmlab.loading import CheckpointError, build_config, weight_files
+from glmlab.loading import (
+    SAFETENSORS_INDEX_NAME,
+    CheckpointError,
+    build_config,
+    weight_files,
+)
 from glmlab.methods import FullStrategy
 from glmlab.models.lm_head import shifted_cross_entropy
 
 SHARD_NAME = "model-{stage:05d}-of-{stages:05d}.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 # The models' mask builders read only ``pre_seq_len`` from their module; full fine-tuning has no prefix.
 _NO_PREFIX = SimpleNamespace(pre_seq_len=None)
 
@@ -295,7 +299,7 @@ class Pipeline:
 
     def evaluate(self, loader) -> tuple[float, float]:
         """``(sum of loss x supervised tokens, supervised tokens)`` of this replica's eval batches (last stage)."""
-        from glmlab.train import supervised_tokens
+        from glmlab.models.lm_head import supervised_tokens
 
         batches = list(loader)
         self.engine.eval_batch(self._feed(batches), bcast_loss=False, num_micro_batches=len(batches))
@@ -316,7 +320,7 @@ def build_engine(args, ds_config: dict[str, Any], dtype: torch.dtype, weight_dec
     import deepspeed
     from deepspeed.pipe import PipelineModule
 
-    from glmlab.train import param_groups
+    from glmlab.ds_config import param_groups
 
     config, _ = build_config(args.model_name_or_path, args.mode)
     config.use_cache = False
@@ -382,7 +386,7 @@ def write_model_folder(engine, folder: str | Path, config, generation, tokenizer
         weight_map[name] = shard
         total += size
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    (folder / SAFETENSORS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     config.save_pretrained(str(folder))
     generation.save_pretrained(str(folder))
     if tokenizer is not None:
@@ -430,8 +434,8 @@ def setup_pipeline(run, replicas: int, samples: int):
     pipeline are filled in here. Nothing is written before everything has loaded.
     """
     from glmlab.checkpoint import load_checkpoint
+    from glmlab.ds_config import build_ds_config
     from glmlab.loading import parse_dtype
-    from glmlab.train import build_ds_config
 
     args, plan = run.args, run.plan
     ds_config = build_ds_config(args, replicas, plan, args.precision)

@@ -16,13 +16,12 @@ Errors are one line; nothing is written unless the check passes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from glmlab.args import OneLineParser
+from glmlab.parsers import OneLineParser
 from glmlab.loading import CheckpointError
 
 LAYER_GLOB = "layer_*-model_states.pt"

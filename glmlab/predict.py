@@ -34,25 +34,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from glmlab.chat import chat, chat_mode, stream_chat, system_history
-from glmlab.inference import (
-    DEFAULT_DO_SAMPLE,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_P,
-    CheckpointError,
-    CheckpointInfo,
-    checkpoint_mode,
-    describe_checkpoint,
-    generate_batch,
-    load_for_inference,
-)
+from glmlab.constants import PRECISION_ALIASES, PRECISIONS
+from glmlab.checkpoint import CheckpointInfo, checkpoint_mode, describe_checkpoint
+from glmlab.generation import DEFAULT_DO_SAMPLE, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, generate_batch
+from glmlab.inference import load_for_inference
+from glmlab.loading import CheckpointError
+from glmlab.json_files import write_jsonl
 from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
 
 __all__ = [
@@ -65,7 +58,6 @@ __all__ = [
     "read_tools",
     "reference_of",
     "score",
-    "write_jsonl",
 ]
 
 PROG = "glmlab.predict"
@@ -97,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="prompts generated together (left-padded)")
     p.add_argument("--seed", type=int, default=1234, help="random seed (matters with --do_sample)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or a bare GPU number N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
+    p.add_argument("--dtype", default="fp32", type=str.lower, choices=PRECISIONS + tuple(PRECISION_ALIASES),
+                   help="weights dtype: fp32, bf16 or fp16 (the long names float32, bfloat16, float16 too)")
     p.add_argument("--quantization_bit", type=int, choices=[0, 4, 8],
                    help="quantize the (base) model to 4 or 8 bits as it loads, 0: not (default: as the checkpoint "
                         "was trained; a THUDM int4/int8 folder loads as it is)")
@@ -284,20 +277,6 @@ def score(samples: Sequence[dict], predictions: Sequence[str], metric: str = "au
             raise ValueError("triple F1 needs string references")
         return {"metric": "triple_f1", **triple_f1(predictions, refs).as_dict()}
     return {"metric": "rouge", **generation_scores(predictions, refs)}
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    """Write rows as JSON lines atomically (a temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stream_answer(model, tokenizer, query: str, history: list, mode: str, role: str, stdout: TextIO, gen_kwargs):

@@ -25,7 +25,7 @@ lock file that another process is about to lock would let two runs lock two diff
 files); it says which process holds, or last held, the folder. A refused run writes nothing:
 when the lock is taken, the file is already there.
 
-Reading (:func:`one_run`): ``latest_checkpoint``, ``load_for_inference``, ``predict``, ``chat``
+Reading (:func:`glmlab.checkpoint.one_run`): ``latest_checkpoint``, ``load_for_inference``, ``predict``, ``chat``
 and the plots read one run's files; a folder holding two runs (left by an older glmlab, whose
 files carry no run id) gets one line naming them.
 """
@@ -40,26 +40,24 @@ import secrets
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmlab.args import ArgsError
+from glmlab.checkpoint import (
+    METRICS_NAME,
+    RUN_ID,
+    _metrics_records,
+    checkpoint_folders,
+    describe_runs,
+    has_deepspeed_state,
+    read_info,
+    run_files,
+    runs_in,
+)
+from glmlab.parsers import ArgsError
 
 LOCK_NAME = "glmlab.lock"
-METRICS_NAME = "metrics.jsonl"
-EVENTS_NAME = "tensorboard"
-RUN_ID = "run_id"
-# Training arguments that may change between a run and its resumption; the rest tell apart the
-# runs of an older glmlab's folder, whose files carry no run id.
-_RESUME_ARGS = ("resume_from", "max_steps", "save_only_model", "save_total_limit", "save_model_step",
-                "show_loss_step", "local_rank", "output_dir", "overwrite_output_dir")
-
-
-class MixedRunsError(ValueError):
-    """A folder holds the files of more than one run; the message is one line naming them."""
-
-
 class RefusedOnRankZero(ArgsError):
     """Rank 0 refused the folder and says why; the other ranks stop with it, without repeating the line."""
 
@@ -67,107 +65,6 @@ class RefusedOnRankZero(ArgsError):
 def new_run_id() -> str:
     """A fresh run id: the start time (sortable, readable) and 6 random hex digits."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def run_files(folder: str | Path) -> list[Path]:
-    """What runs left in ``folder``: checkpoints (and save leftovers), ``metrics.jsonl``, ``tensorboard/``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.glob("epoch-*-step-*") if p.is_dir()]
-    found += [p for p in folder.glob(".epoch-*-step-*") if p.name.endswith((".tmp", ".old"))]
-    found += [p for p in (folder / METRICS_NAME, folder / EVENTS_NAME) if p.exists()]
-    return sorted(found)
-
-
-# --------------------------------------------------------------------------- which runs a folder holds
-@dataclass
-class RunGroup:
-    """The files of one run in a folder."""
-
-    run_id: str | None  # None: written by an older glmlab
-    files: list[str] = field(default_factory=list)
-    args: dict[str, Any] = field(default_factory=dict)  # its training arguments (from a checkpoint)
-
-    def describe(self, differing: list[str]) -> str:
-        checkpoints = [f for f in self.files if f != METRICS_NAME]
-        if len(checkpoints) > 3:  # the first and the newest say enough
-            checkpoints = [f"{checkpoints[0]} .. {checkpoints[-1]} ({len(checkpoints)} checkpoints)"]
-        what = ", ".join(checkpoints + [f for f in self.files if f == METRICS_NAME])
-        if self.run_id is None and self.files == [METRICS_NAME] and not self.args:
-            return f"{METRICS_NAME} records without run id"
-        if self.run_id is not None:
-            return f"run {self.run_id} ({what})"
-        told = ", ".join(f"{k} {self.args.get(k)}" for k in differing[:3])
-        return f"a run of an older glmlab without run id{f' ({told})' if told else ''} ({what})"
-
-
-def _metrics_records(folder: Path) -> list[dict]:
-    path = folder / METRICS_NAME
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a crash
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def runs_in(folder: str | Path) -> list[RunGroup]:
-    """The runs whose checkpoints or metrics records ``folder`` holds, oldest checkpoint first.
-
-    Files with a run id are grouped by it. Checkpoints without one (an older glmlab) are told
-    apart by their training arguments (those a resume may change left out); metrics records
-    without one join such a run when there is exactly one, else they count as a run of their own.
-    """
-    from glmlab.checkpoint import checkpoint_folders, read_info
-
-    folder = Path(folder)
-    groups: dict[Any, RunGroup] = {}
-    for checkpoint in checkpoint_folders(folder):
-        info = read_info(checkpoint)
-        args = info.get("args") if isinstance(info.get("args"), dict) else {}
-        run_id = info.get(RUN_ID)
-        key = run_id or ("legacy", json.dumps({k: v for k, v in args.items() if k not in _RESUME_ARGS}, sort_keys=True))
-        groups.setdefault(key, RunGroup(run_id or None, args=args)).files.append(checkpoint.name)
-    for record in _metrics_records(folder):
-        run_id = record.get(RUN_ID)
-        if run_id:
-            key = run_id
-        else:
-            legacy = [k for k in groups if isinstance(k, tuple)]
-            key = legacy[0] if len(legacy) == 1 and len(groups) == 1 else ("legacy", METRICS_NAME)
-        group = groups.setdefault(key, RunGroup(run_id or None))
-        if METRICS_NAME not in group.files:
-            group.files.append(METRICS_NAME)
-    return list(groups.values())
-
-
-def describe_runs(groups: list[RunGroup]) -> str:
-    """``run A (epoch-1-step-8, metrics.jsonl) and run B (...)``: the runs, each with its files."""
-    legacy = [g for g in groups if g.run_id is None and g.args]
-    keys = sorted({k for g in legacy for k in g.args if k not in _RESUME_ARGS})
-    differing = [k for k in keys if len({json.dumps(g.args.get(k)) for g in legacy}) > 1]
-    differing.sort(key=lambda k: (k not in ("seed", "num_train_epochs", "train_type", "learning_rate"), k))
-    parts = [g.describe(differing) for g in groups]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def one_run(folder: str | Path) -> str | None:
-    """The id of the one run ``folder`` holds (``None``: empty, or one run of an older glmlab).
-
-    Raises :class:`MixedRunsError` naming the runs when it holds files of several: whatever
-    reads the folder would mix them (the newest checkpoint of one, the metrics of another).
-    """
-    groups = runs_in(folder)
-    if len(groups) > 1:
-        raise MixedRunsError(f"{folder}: holds files of more than one run: {describe_runs(groups)}; "
-                             f"name one checkpoint folder instead, or train again into an empty folder")
-    return groups[0].run_id if groups else None
 
 
 # --------------------------------------------------------------------------- the training folder check
@@ -179,8 +76,6 @@ def check_output_dir(args) -> str | None:
     the folder. Returns the id the run will carry when it continues one (``--resume_from``), else
     ``None`` (a new run). Reads only; writes nothing.
     """
-    from glmlab.checkpoint import checkpoint_folders, has_deepspeed_state, read_info
-
     folder = Path(args.output_dir)
     resumed_id = read_info(args.resume_from).get(RUN_ID) if args.resume_from else None
     if folder.exists() and not folder.is_dir():
@@ -335,8 +230,6 @@ def clear_previous_run(args, run_id: str, log=print) -> None:
     into the run's own folder: drop the metrics records logged after the checkpoint's step (the
     interrupted continuation, which this run logs again).
     """
-    from glmlab.checkpoint import read_info
-
     folder = Path(args.output_dir)
     if args.overwrite_output_dir:
         doomed = run_files(folder)

@@ -428,9 +428,7 @@ class Sizes:
 
 def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, Path]:
     """Write every data set into ``output_dir``; returns name -> path."""
-    from glmlab.predict import (
-        write_jsonl,  # the project's one JSON-lines writer (atomic)
-    )
+    from glmlab.json_files import write_jsonl  # the project's one JSON-lines writer (atomic)
 
     out = Path(output_dir)
     general, probes = general_corpus(sizes.n_general, sizes.n_probe, seed)
@@ -480,7 +478,7 @@ def tokenizer_text(seed: int = 0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from glmlab.args import OneLineParser
+    from glmlab.parsers import OneLineParser
 
     parser = OneLineParser(prog="python -m glmlab.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="folder to write the .jsonl files into")

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from glmlab.args import OneLineParser
 from glmlab.loading import (
     MODE_KEY,
     MODES,
@@ -42,6 +41,7 @@ from glmlab.loading import (
     write_weights,
 )
 from glmlab.models.configuration import ChatGLMConfig
+from glmlab.parsers import OneLineParser
 
 CORPUS = Path(__file__).parent / "assets" / "tiny_corpus.txt"
 

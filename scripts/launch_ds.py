@@ -1,153 +1,22 @@
 #!/usr/bin/env python
 """Start ``glmlab.train`` under the real ``deepspeed`` launcher, after checking the training arguments.
 
-    # four GPUs of this machine
     python scripts/launch_ds.py --gpus 0,1,2,3 -- --train_path data/spo_train.jsonl --model_name_or_path ChatGLM2-6B ...
-    # two CPU processes (no GPU needed): DS_ACCELERATOR=cpu, gloo
     python scripts/launch_ds.py --cpu 2 -- --train_path ... --precision fp32
-    # several machines over ssh (pdsh), one line per machine in the hostfile ("host slots=N")
-    python scripts/launch_ds.py --hostfile hosts --num_nodes 2 --master_addr host0 -- ...
-    # several machines without ssh: run this on every machine, each with its own --node_rank
-    python scripts/launch_ds.py --hostfile hosts --no_ssh --node_rank 0 --master_addr host0 -- ...
 
-Everything after ``--`` goes to ``python -m glmlab.train``. Those arguments are parsed and
-validated here first (:func:`glmlab.args.parse_args`: flags, paths, sample files, freeze
-patterns and LoRA modules), so bad input fails with one line before DeepSpeed starts and
-nothing is written. ``--dry_run`` prints the launcher command instead of running it.
-
-On the CPU (``--cpu N``) DeepSpeed counts one "device" per NUMA node unless ``LOCAL_SIZE`` is
-set, so ``--include localhost:0,1`` would be refused on a one-node machine; ``--num_gpus N``
-is not checked against that count and starts N processes on every host, which is what
-``--cpu N`` passes (and it sets ``LOCAL_SIZE=N`` for the launcher too). The CPU accelerator
-talks over gloo (oneCCL when ``oneccl_bindings_for_pytorch`` is installed).
+The documented entry of a checkout; the code is :mod:`glmlab.launch`, which an installed glmlab
+runs as ``glmlab launch`` (same flags). ``--help`` lists them; everything after ``--`` goes to
+``python -m glmlab.train``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's glmlab, installed or not
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        print(f"launch_ds: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = parser.add_argument_group("where to run")
-    where.add_argument("--gpus", help="GPU ids of each machine, e.g. 0,1,2,3 (default: all of them)")
-    where.add_argument("--cpu", type=int, metavar="N", help="run N processes on the CPU of each machine (no GPU)")
-    where.add_argument("--hostfile", help="MPI-style hostfile, one 'hostname slots=N' line per machine")
-    where.add_argument("--num_nodes", type=int, help="use the first N machines of the hostfile")
-    where.add_argument("--no_ssh", action="store_true",
-                       help="do not ssh to the other machines: start this script on each of them with its --node_rank")
-    where.add_argument("--node_rank", type=int, help="with --no_ssh: this machine's line in the hostfile, from 0")
-    where.add_argument("--master_addr", help="address of the machine of rank 0 (needed with several machines)")
-    where.add_argument("--master_port", type=int, default=29500, help="its TCP port (default 29500)")
-    parser.add_argument("--dry_run", action="store_true", help="print the launcher command, do not run it")
-    return parser
-
-
-def deepspeed_command(opts: argparse.Namespace, train_argv: list[str]) -> list[str]:
-    """The ``deepspeed`` launcher command line for ``opts``, running ``glmlab.train`` with ``train_argv``."""
-    script = Path(sys.executable).with_name("deepspeed")
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "deepspeed.launcher.runner"]
-    if opts.hostfile:
-        cmd += ["--hostfile", opts.hostfile]
-    if opts.num_nodes:
-        cmd += ["--num_nodes", str(opts.num_nodes)]
-    if opts.cpu:
-        cmd += ["--num_gpus", str(opts.cpu)]
-    elif opts.gpus:
-        hosts = _hosts(opts.hostfile) if opts.hostfile else ["localhost"]
-        cmd += ["--include", "@".join(f"{host}:{opts.gpus}" for host in hosts)]
-    if opts.no_ssh:
-        cmd += ["--no_ssh", "--node_rank", str(opts.node_rank)]
-    if opts.master_addr:
-        cmd += ["--master_addr", opts.master_addr]
-    cmd += ["--master_port", str(opts.master_port), "--module", "glmlab.train", *train_argv]
-    return cmd
-
-
-def _hosts(hostfile: str) -> list[str]:
-    lines = Path(hostfile).read_text(encoding="utf-8").splitlines()
-    return [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _check(opts: argparse.Namespace) -> str | None:
-    """A one-line problem with the launcher options, or None."""
-    if opts.cpu is not None and opts.cpu < 1:
-        return "--cpu must be at least 1"
-    if opts.cpu and opts.gpus:
-        return "--cpu and --gpus exclude each other"
-    if opts.gpus and not all(part.strip().isdigit() for part in opts.gpus.split(",")):
-        return f"--gpus must be comma-separated GPU ids such as 0,1,2,3 (got {opts.gpus!r})"
-    if opts.hostfile and not Path(opts.hostfile).is_file():
-        return f"--hostfile {opts.hostfile}: no such file"
-    if opts.no_ssh:
-        if opts.node_rank is None or opts.master_addr is None:
-            return "--no_ssh needs --node_rank and --master_addr"
-        if not opts.hostfile:
-            return "--no_ssh needs --hostfile (every machine must know all of them)"
-        if not 0 <= opts.node_rank < len(_hosts(opts.hostfile)):
-            return f"--node_rank {opts.node_rank} is not a line of {opts.hostfile}"
-    elif opts.node_rank is not None:
-        return "--node_rank is only used with --no_ssh"
-    if opts.hostfile and len(_hosts(opts.hostfile)) > 1 and not opts.master_addr:
-        return "several machines need --master_addr"
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--" in argv:
-        split = argv.index("--")
-        own, train_argv = argv[:split], argv[split + 1:]
-    else:
-        own, train_argv = argv, []
-    opts = build_parser().parse_args(own)
-    problem = _check(opts)
-    if problem:
-        print(f"launch_ds: error: {problem}", file=sys.stderr)
-        return 2
-    if opts.cpu:
-        os.environ["DS_ACCELERATOR"] = "cpu"  # before anything asks DeepSpeed for its accelerator
-
-    from glmlab.args import ArgsError, parse_args
-
-    if not opts.hostfile and (opts.cpu or opts.gpus):  # the world size is known: --pipeline_stages is checked against it
-        os.environ["GLMLAB_WORLD_SIZE"] = str(opts.cpu or len(opts.gpus.split(",")))
-    try:
-        parse_args(train_argv)
-    except ArgsError as err:
-        print(f"glmlab.train: error: {err}", file=sys.stderr)
-        return 2
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    if opts.cpu:
-        env["LOCAL_SIZE"] = str(opts.cpu)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // opts.cpu)))
-    cmd = deepspeed_command(opts, train_argv)
-    if opts.dry_run:
-        prefix = f"DS_ACCELERATOR=cpu LOCAL_SIZE={opts.cpu} " if opts.cpu else ""
-        print(prefix + shlex.join(cmd))
-        return 0
-    if not Path(cmd[0]).is_file() and not shutil.which(cmd[0]):
-        print(f"launch_ds: error: {cmd[0]} not found (is deepspeed installed?)", file=sys.stderr)
-        return 2
-    return subprocess.call(cmd, env=env, cwd=os.getcwd())
-
+from glmlab.launch import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ mkdir -p "$RUN"
 
 echo "== 1. data, and what the pretrained base knows"
 python -m glmlab.synth --output_dir "$RUN/data"
-python -m glmlab.pretrained --mode glm --probe
+python -m glmlab.notebooks.pretrained --mode glm --probe
 echo "The base before fine-tuning, on the held-out triple-extraction records:"
 python -m glmlab.predict --checkpoint "$BASE" --test_path "$RUN/data/spo_test.jsonl" \
   --max_len 128 --max_src_len 96 --output_path "$RUN/base_predictions.jsonl"

@@ -39,7 +39,8 @@ from glmlab.chat import (
     stream_chat,
     system_history,
 )
-from glmlab.inference import generate_ids, load_for_inference
+from glmlab.generation import generate_ids
+from glmlab.inference import load_for_inference
 from glmlab.methods import get_strategy
 
 MODES = ["glm", "glm2", "glm3"]
@@ -480,7 +481,7 @@ def test_predict_chat_flags_fail_before_loading(
 
 
 def test_chat_box_without_ipywidgets_prints_every_answer(loaded, monkeypatch):
-    from glmlab.widgets import chat_box
+    from glmlab.notebooks.widgets import chat_box
 
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets now fails
     models = {"glm2 base": loaded("glm2"), "glm3 base": (*loaded("glm3"), "glm3")}
@@ -495,7 +496,7 @@ def test_chat_box_without_ipywidgets_prints_every_answer(loaded, monkeypatch):
 
 def test_chat_box_widget_streams_into_columns(loaded):
     pytest.importorskip("ipywidgets")
-    from glmlab.widgets import chat_box
+    from glmlab.notebooks.widgets import chat_box
 
     model, tok = loaded("glm3")
     box = chat_box({"a": (model, tok), "b": (model, tok)}, example=None, max_new_tokens=6)

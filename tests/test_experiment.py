@@ -1,11 +1,11 @@
-"""glmlab.experiment's bookkeeping: which earlier notebook results 06_eval may reuse."""
+"""glmlab.notebooks.experiment's bookkeeping: which earlier notebook results 06_eval may reuse."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from glmlab.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
+from glmlab.notebooks.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
 
 SETUP = {"model_dir": "/base", "mode": "glm2", "train_path": "/d/spo_train.jsonl", "test_path": "/d/spo_test.jsonl",
          "nproc": 2, "max_len": 128, "max_src_len": 96, "per_device_train_batch_size": 8, "num_train_epochs": 2,

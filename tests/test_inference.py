@@ -20,15 +20,11 @@ import torch
 
 from glmlab import load_model, load_tokenizer
 from glmlab.data import encode_prompt
-from glmlab.inference import (
-    CheckpointError,
-    chat,
-    describe_checkpoint,
-    generate_batch,
-    generate_ids,
-    load_for_inference,
-    stop_token_ids,
-)
+from glmlab.chat import chat
+from glmlab.checkpoint import describe_checkpoint
+from glmlab.generation import generate_batch, generate_ids, stop_token_ids
+from glmlab.inference import load_for_inference
+from glmlab.loading import CheckpointError
 from glmlab.methods import get_strategy
 from glmlab.tiny import make_tiny
 

@@ -18,12 +18,12 @@ from glmlab.memory import (
     LINEARS,
     ZeroSettings,
     activation_bytes,
-    count_parameters,
     estimate_memory,
     logits_bytes,
     main,
     measure_peak_memory,
     memory_table,
+    parameter_count as count_parameters,
     method_tensors,
     parameter_shapes,
     preset_config,
@@ -500,7 +500,7 @@ def test_cli_entry_point():
 
 # --------------------------------------------------------------------------- notebook calculator
 def test_calculator_widget_and_static_table(monkeypatch):
-    from glmlab import memory_widget
+    from glmlab.notebooks import memory_widget
 
     calc = memory_widget.calculator("glm", "all", ds_file="ds_zero3_offload.json", num_gpus=4, seq_len=1560)
     est = estimate_memory(preset_config("glm"), "all", ds_config="ds_zero3_offload.json", num_gpus=4, seq_len=1560,

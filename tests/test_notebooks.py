@@ -84,7 +84,7 @@ def test_every_notebook_is_tested_and_starts_with_parameters():
 
 
 def test_training_notebooks_share_one_step():
-    """02-05 call glmlab.experiment.run_method; none of them launches or predicts by hand."""
+    """02-05 call glmlab.notebooks.experiment.run_method; none of them launches or predicts by hand."""
     import nbformat
 
     for name in TRAINING:

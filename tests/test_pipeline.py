@@ -231,7 +231,7 @@ def test_two_stages_by_two_replicas_equal_two_process_zero1(tiny_model, tmp_path
 def test_memory_rows_count_each_stages_real_parameters(tiny_model, mode, capsys):
     from glmlab.loading import build_config
     from glmlab.memory import main
-    from glmlab.memory_pipeline import bubble_fraction, estimate_pipeline_memory
+    from glmlab.memory.pipeline import bubble_fraction, estimate_pipeline_memory
     from glmlab.pipeline import layer_specs
 
     folder = tiny_model(mode)
@@ -255,7 +255,7 @@ def test_memory_rows_count_each_stages_real_parameters(tiny_model, mode, capsys)
 def test_memory_calculator_has_pipeline_rows():
     from glmlab import memory_widget
     from glmlab.memory import preset_config
-    from glmlab.memory_pipeline import estimate_pipeline_memory
+    from glmlab.memory.pipeline import estimate_pipeline_memory
 
     calc = memory_widget.calculator("glm2", "all", num_gpus=4, pipeline_stages=4, micro_batches=8, seq_len=1024)
     e = estimate_pipeline_memory(preset_config("glm2"), 4, num_gpus=4, micro_batches=8, batch_size=1, seq_len=1024,

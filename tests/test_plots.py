@@ -1,4 +1,4 @@
-"""glmlab.plots: what the notebooks' charts show (drawn off screen, read back from the axes)."""
+"""glmlab.notebooks.plots: what the notebooks' charts show (drawn off screen, read back from the axes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import matplotlib
 import pytest
 
-from glmlab import memory, plots
+from glmlab import memory
+from glmlab.notebooks import plots
 
 matplotlib.use("agg")
 

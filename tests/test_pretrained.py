@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import glmlab
-from glmlab import experiment
-from glmlab.pretrained import (
+from glmlab.notebooks import experiment
+from glmlab.notebooks.pretrained import (
     ASSETS,
     LOG_FILE,
     PROBE_FILE,
@@ -72,8 +72,8 @@ def test_base_cannot_extract_triples_yet():
 def test_unknown_mode_and_missing_base_name_the_problem(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="mode must be one of"):
         base_model_dir("glm4")
-    monkeypatch.setattr("glmlab.pretrained.ASSETS", tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m glmlab.pretrained --mode glm2 --output_dir"):
+    monkeypatch.setattr("glmlab.notebooks.pretrained.ASSETS", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m glmlab.notebooks.pretrained --mode glm2 --output_dir"):
         base_model_dir("glm2")
 
 
@@ -81,7 +81,7 @@ def test_unknown_mode_and_missing_base_name_the_problem(tmp_path, monkeypatch):
 def test_rebuild_command_writes_a_loadable_base(tmp_path):
     """The recipe runs end to end (a few steps here; the shipped bases ran it whole)."""
     out = tmp_path / "base"
-    proc = subprocess.run([sys.executable, "-m", "glmlab.pretrained", "--mode", "glm3", "--output_dir", str(out),
+    proc = subprocess.run([sys.executable, "-m", "glmlab.notebooks.pretrained", "--mode", "glm3", "--output_dir", str(out),
                            "--max_steps", "3"], capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1].split(" (")[0])["probe_accuracy"] >= 0.0
@@ -90,6 +90,6 @@ def test_rebuild_command_writes_a_loadable_base(tmp_path):
         (base_model_dir("glm3") / PROBE_FILE).read_text())["skills"])
     model = glmlab.load_model(out, "glm3")
     assert next(model.parameters()).dtype.is_floating_point
-    again = subprocess.run([sys.executable, "-m", "glmlab.pretrained", "--mode", "glm3", "--output_dir", str(out)],
+    again = subprocess.run([sys.executable, "-m", "glmlab.notebooks.pretrained", "--mode", "glm3", "--output_dir", str(out)],
                            capture_output=True, text=True, cwd=REPO, check=False)
     assert again.returncode == 2 and again.stderr.strip().endswith("is not empty")

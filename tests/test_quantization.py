@@ -26,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from glmlab import CheckpointError, load_model, quantization
 from glmlab.args import ArgsError, TrainArgs
 from glmlab.data import encode_prompt, read_samples
-from glmlab.inference import generate_ids, load_for_inference
+from glmlab.generation import generate_ids
+from glmlab.inference import load_for_inference
 from glmlab.methods import get_strategy
 from glmlab.quantization import (
     QuantizedLinear,

@@ -1,4 +1,4 @@
-"""glmlab.replay: the replay share as a mixture spec, the probes held out of the replayed corpus, and the
+"""glmlab.notebooks.replay: the replay share as a mixture spec, the probes held out of the replayed corpus, and the
 sentence 06 and the benchmark print from their numbers."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from conftest import REPO, SPO_TRAIN
 
 from glmlab.data import read_samples
 from glmlab.mixture import parse_spec
-from glmlab.replay import check_held_out, replay_count, replay_spec, replay_verdict
+from glmlab.notebooks.replay import check_held_out, replay_count, replay_spec, replay_verdict
 
 SYNTH = REPO / "data" / "synth"
 

@@ -9,7 +9,7 @@ ChatGLM-6B with LoRA, 30 optimizer steps per epoch, shared by the tests through 
   then ``--resume_from`` its newest checkpoint into the same folder: no stale lock, and the
   folder then equals the uninterrupted winner's (metrics records and final adapter);
 * a rerun into ``race`` without a flag (refused, nothing changed), then the notebooks' own step,
-  ``glmlab.experiment.run_method`` (which passes ``--overwrite_output_dir``), into the same folder
+  ``glmlab.notebooks.experiment.run_method`` (which passes ``--overwrite_output_dir``), into the same folder
   with 1 epoch instead of 3: the folder, and the row it reports (checkpoint, steps, F1), are the
   new run's only. (The notebook's first run is the 3-epoch ``race`` run, made by the same trainer;
   a papermill run of a notebook twice would cost minutes.)
@@ -32,14 +32,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SPO_TEST, SPO_TRAIN, run_train, subprocess_env, train_argv
 import torch
+from conftest import REPO, SPO_TEST, SPO_TRAIN, run_train, subprocess_env, train_argv
 from safetensors.torch import load_file
 
-from glmlab.checkpoint import INFO_NAME, latest_checkpoint, read_info
-from glmlab.experiment import Setup, run_method
+from glmlab.checkpoint import MixedRunsError, latest_checkpoint, one_run, read_info
+from glmlab.constants import CHECKPOINT_INFO_NAME as INFO_NAME
+from glmlab.notebooks.experiment import Setup, run_method
 from glmlab.predict import score
-from glmlab.run_folder import LOCK_NAME, FolderLock, MixedRunsError, one_run
+from glmlab.run_folder import LOCK_NAME, FolderLock
 
 FLAGS = {"mode": "glm", "train_type": "lora", "lora_dim": 4, "lora_alpha": 8, "learning_rate": "1e-2",
          "num_train_epochs": 3}  # fmt: skip
@@ -218,7 +219,7 @@ def test_folders_of_two_older_runs_are_refused_by_every_reader(runs, tmp_path):
     from glmlab.args import ArgsError, parse_args
     from glmlab.inference import load_for_inference
     from glmlab.loading import CheckpointError
-    from glmlab.plots import read_metrics
+    from glmlab.notebooks.plots import read_metrics
 
     folder = tmp_path / "old"
     folder.mkdir()
@@ -250,7 +251,7 @@ def test_folders_of_two_older_runs_are_refused_by_every_reader(runs, tmp_path):
 
 def test_06_reuses_a_run_only_while_its_checkpoint_is_the_newest_of_its_run(tmp_path):
     """experiment.reusable_runs: a results row stands only for the run that scored it."""
-    from glmlab.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
+    from glmlab.notebooks.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
 
     setup = {key: None for key in SHARED_KEYS}
     run_dir = tmp_path / "04_lora" / "lora"

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from glmlab.args import ArgsError, build_parser, parse_args
 from glmlab.checkpoint import (
     DS_STATE_TAG,
-    INFO_NAME,
+    CHECKPOINT_INFO_NAME as INFO_NAME,
     disk_usage,
     format_size,
     has_deepspeed_state,

@@ -10,7 +10,7 @@ import pytest
 
 from glmlab import synth
 from glmlab.data import encode_prompt, read_samples
-from glmlab.experiment import Setup
+from glmlab.notebooks.experiment import Setup
 from glmlab.tiny import make_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_tiny_tokenizers_round_trip_every_line_of_the_data(tokenizers, data, mod
 
 @pytest.mark.parametrize("mode", MODES)
 def test_default_lengths_keep_every_record(tokenizers, data, mode):
-    """At the notebooks' defaults (glmlab.experiment.Setup) no held-out record is cut out of its prompt."""
+    """At the notebooks' defaults (glmlab.notebooks.experiment.Setup) no held-out record is cut out of its prompt."""
     tokenizer, defaults = tokenizers[mode], Setup("", mode, "", "", "")
     for sample in data["spo_test"] + data["spo_train"][:300]:
         prompt = tokenizer.decode(encode_prompt(sample, tokenizer, mode, defaults.max_src_len))

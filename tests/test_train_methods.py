@@ -78,7 +78,8 @@ def check_saved_tensors(method: str, checkpoint: Path, base: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,method,zero", CASES, ids=[f"{m}-{t}-{z}" for m, t, z in CASES])
 def test_method_trains_saves_and_reloads(mode, method, zero, tiny_model, small_train_file, tmp_path):
-    from glmlab.inference import generate_ids, load_for_inference
+    from glmlab.generation import generate_ids
+    from glmlab.inference import load_for_inference
 
     out = tmp_path / "out"
     argv = train_argv(tiny_model(mode), out, mode=mode, train_type=method, ds_file=DS_FILES[zero],

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-IGNORE_INDEX = -100
+from glmlab.constants import IGNORE_INDEX
 
 
 def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
@@ -51,3 +51,8 @@ def causal_lm_output(
         output = tuple(x for x in (logits, outputs.cache, outputs.hidden_states) if x is not None)
         return (loss, *output) if loss is not None else output
     return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
+
+
+def supervised_tokens(labels):
+    """How many tokens a batch's loss averages over: the shifted labels that are not ignored (a tensor)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()

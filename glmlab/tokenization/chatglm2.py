@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import re
 
+from glmlab.constants import GLM3_ROLES
+
 from .base import SentencePieceGLMTokenizer
 
 
@@ -150,7 +152,7 @@ class ChatGLM3Tokenizer(ChatGLM2Tokenizer):
     COMMAND_TOKENS = ChatGLM2Tokenizer.COMMAND_TOKENS + ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
     TEXT_COMMAND_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
     DECODE_COMMANDS_AS_TEXT = True
-    ROLES = ("system", "user", "assistant", "observation")
+    ROLES = GLM3_ROLES
 
     def build_single_message(self, role: str, metadata: str, message: str) -> list[int]:
         """Ids of one turn: ``<|role|>`` + ``metadata\\n`` + ``message`` (no prefix tokens)."""

@@ -24,7 +24,7 @@ def replay_count(num_task: int, share: float) -> int:
 
 def replay_spec(task_path: str | Path, share: float, general_path: str | Path | None = None) -> str:
     """The ``--train_path`` of a replay run: ``task_path`` whole, plus ``share`` of each epoch from the
-    general corpus (``general_path``, default :func:`glmlab.experiment.data_path` ``general_train``).
+    general corpus (``general_path``, default :func:`glmlab.notebooks.experiment.data_path` ``general_train``).
     A share of 0 is the task file alone (the run without replay)."""
     from glmlab.data import read_samples
 
@@ -32,7 +32,7 @@ def replay_spec(task_path: str | Path, share: float, general_path: str | Path | 
     if count == 0:
         return str(task_path)
     if general_path is None:
-        from glmlab.experiment import data_path
+        from glmlab.notebooks.experiment import data_path
 
         general_path = data_path("general_train")
     return f"{task_path},{general_path}#{count}"

@@ -1,6 +1,6 @@
 """A notebook chat box: ask once, read every model's answer side by side, each streamed as it grows.
 
-    from glmlab.widgets import chat_box
+    from glmlab.notebooks.widgets import chat_box
     chat_box({"base": load_for_inference(base_dir), "lora": load_for_inference(lora_checkpoint)},
              example="抽取三元组：故障现象：制动距离过长。")
 

@@ -1,7 +1,7 @@
 """Small pretrained ChatGLM bases, one per generation, that know something before they are fine-tuned.
 
-    python -m glmlab.pretrained --mode glm2 --output_dir runs/base-glm2   # rebuild one (minutes)
-    python -m glmlab.pretrained --mode glm2 --probe                        # score the shipped one
+    python -m glmlab.notebooks.pretrained --mode glm2 --output_dir runs/base-glm2   # rebuild one (minutes)
+    python -m glmlab.notebooks.pretrained --mode glm2 --probe                        # score the shipped one
 
 A random tiny model can show the mechanics of fine-tuning, not its results: it has nothing to
 forget and learns a task's format long before its content. These bases are ChatGLM models in
@@ -29,8 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ASSETS = Path(__file__).parent / "assets" / "base"
-MODES = ("glm", "glm2", "glm3")
+from glmlab.constants import MODES
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "base"
 # Model sizes and training flags of the shipped bases.
 SIZES = {"hidden_size": 128, "num_layers": 4, "num_attention_heads": 4, "ffn_hidden_size": 384}
 RECIPE = {
@@ -50,7 +51,7 @@ def base_model_dir(mode: str) -> Path:
     folder = ASSETS / mode
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no pretrained base; build it with "
-                                f"python -m glmlab.pretrained --mode {mode} --output_dir {folder}")
+                                f"python -m glmlab.notebooks.pretrained --mode {mode} --output_dir {folder}")
     return folder
 
 
@@ -87,7 +88,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
     from glmlab.inference import load_for_inference
     from glmlab.loading import write_weights
-    from glmlab.predict import write_jsonl
+    from glmlab.json_files import write_jsonl
     from glmlab.synth import general_corpus
     from glmlab.tiny import make_tiny
 
@@ -129,7 +130,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
         (staging / LOG_FILE).write_text(log.read_text(encoding="utf-8") if log.is_file() else "", encoding="utf-8")
         record = {"mode": mode, "sizes": SIZES, "recipe": RECIPE, "corpus": CORPUS, "torch": torch.__version__,
                   "overall": scores["overall"], "skills": scores["skills"], "n": scores["n"],
-                  "command": f"python -m glmlab.pretrained --mode {mode} --output_dir OUT"}
+                  "command": f"python -m glmlab.notebooks.pretrained --mode {mode} --output_dir OUT"}
         (staging / PROBE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         if output_dir.exists():
@@ -141,9 +142,9 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from glmlab.args import OneLineParser
+    from glmlab.parsers import OneLineParser
 
-    parser = OneLineParser(prog="python -m glmlab.pretrained", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m glmlab.notebooks.pretrained", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", required=True, choices=MODES, help="which generation")
     parser.add_argument("--output_dir", help="rebuild the base into this (new or empty) folder")
     parser.add_argument("--probe", action="store_true", help="score the shipped base (or --output_dir) on its probes")

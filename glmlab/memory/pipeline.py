@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from glmlab.memory import BYTES, GIB, layer_activation_bytes, logits_bytes, parameter_shapes
+from glmlab.memory.activations import layer_activation_bytes, logits_bytes
+from glmlab.memory.shapes import BYTES, GIB, parameter_shapes
 from glmlab.models.configuration import ChatGLMConfig
 
 
@@ -178,9 +179,10 @@ def format_pipeline(e: PipelineEstimate) -> str:
 
 def pipeline_main(args, config: ChatGLMConfig) -> int:
     """``python -m glmlab.memory ... --pipeline_stages N``: print the per-stage table (raises ValueError, one line)."""
-    from glmlab.memory import read_ds_config
+    from glmlab.memory.zero import read_ds_config
+    from glmlab.methods import get_strategy
 
-    if args.train_type != "all":
+    if not get_strategy(args.train_type).pipelines:
         raise ValueError(f"--pipeline_stages works with --train_type all only (got {args.train_type})")
     if args.gradient_accumulation_steps < 1:
         raise ValueError(f"--gradient_accumulation_steps must be at least 1 (got {args.gradient_accumulation_steps})")
@@ -201,9 +203,10 @@ def pipeline_main(args, config: ChatGLMConfig) -> int:
 
 def _from_values(values: dict) -> PipelineEstimate:
     """The estimate for the memory calculator's control ``values`` (ZeRO-1, whatever its DeepSpeed config says)."""
-    from glmlab.memory import preset_config
+    from glmlab.memory.shapes import preset_config
+    from glmlab.methods import get_strategy
 
-    if values["method"] != "all":
+    if not get_strategy(values["method"]).pipelines:
         raise ValueError(f"pipeline parallelism trains the method all only (got {values['method']})")
     return estimate_pipeline_memory(preset_config(values["mode"]), values["pipeline_stages"], num_gpus=values["num_gpus"],
                                     micro_batches=values.get("micro_batches", 8), batch_size=values["batch_size"],
@@ -217,7 +220,7 @@ def pipeline_text(values: dict) -> str:
 
 
 def breakdown_html(values: dict) -> str:
-    """The calculator's table (``glmlab.memory_widget``) when its ``pipeline_stages`` control is set.
+    """The calculator's table (``glmlab.notebooks.memory_widget``) when its ``pipeline_stages`` control is set.
 
     ``values`` are the calculator's controls (``mode``, ``method``, ``num_gpus``, ``batch_size``,
     ``seq_len``, ``precision``, ``gradient_checkpointing``, ``gpu_gib``, ``pipeline_stages``,

@@ -7,9 +7,10 @@
 It does, in plain sight (read the code below):
 
 1. **check** the flags (:class:`glmlab.args.TrainArgs`, before anything starts);
-2. **train** through ``scripts/launch_ds.py`` -- the same command a cluster job runs: ``--cpu N``
-   DeepSpeed processes without a GPU, else the first N GPUs -- with ``--overwrite_output_dir``: a cell
-   run again replaces its own run (one run per folder, :mod:`glmlab.run_folder`);
+2. **train** through :mod:`glmlab.launch` (``glmlab launch``, ``scripts/launch_ds.py`` in a checkout) --
+   the same command a cluster job runs: ``--cpu N`` DeepSpeed processes without a GPU, else the first N GPUs --
+   with ``--overwrite_output_dir``: a cell run again replaces its own run (one run per folder,
+   :mod:`glmlab.run_folder`);
 3. **predict** the held-out test file with the last checkpoint (prompts built as in training,
    greedy decoding) and **score** it (triple F1, or ROUGE/BLEU for doc-to-question);
 4. optionally **probe** the general skills again (:func:`probe_skills`): what the base knew, and
@@ -18,7 +19,7 @@ It does, in plain sight (read the code below):
 
 :class:`Setup` holds what every run of a notebook shares (base model, data, lengths, steps).
 :func:`resolve_base` picks the base: a folder you name (an official 6B download), else the small
-pretrained base glmlab ships for the generation (:mod:`glmlab.pretrained`), or ``"tiny"`` for a
+pretrained base glmlab ships for the generation (:mod:`glmlab.notebooks.pretrained`), or ``"tiny"`` for a
 random tiny checkpoint (the pure-mechanics path).
 """
 
@@ -33,8 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-LAUNCHER = REPO / "scripts" / "launch_ds.py"
 # Each method's learning rate on the small pretrained bases (the notebooks' defaults; documented
 # in notebooks/README.md), chosen on the ChatGLM-6B base at the notebooks' budget (375 steps of 16):
 # LoRA r 8 held-out F1 0.88 at 3e-3, 0.93 at 5e-3; full 0.86 at 1e-3, 0.88 at 2e-3; P-tuning with
@@ -72,7 +71,7 @@ def resolve_base(model_dir: str | Path | None, mode: str, output_dir: str | Path
     """The base model folder: ``model_dir`` if given, the shipped pretrained base of ``mode`` if
     ``None``, a freshly written random tiny checkpoint (in ``output_dir/tiny-base``) if ``"tiny"``."""
     if model_dir is None:
-        from glmlab.pretrained import base_model_dir
+        from glmlab.notebooks.pretrained import base_model_dir
 
         return base_model_dir(mode)
     if str(model_dir) == "tiny":
@@ -132,22 +131,24 @@ def on_gpu() -> bool:
 
 
 def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
-    """Train with ``flags`` into ``run_dir`` through ``scripts/launch_ds.py``; returns the wall time (s).
+    """Train with ``flags`` into ``run_dir`` through ``glmlab launch``; returns the wall time (s).
 
     A notebook cell run again replaces its own run: ``--overwrite_output_dir`` (unless ``flags``
     resume one), so the scores, curves and examples that follow are the new run's.
     Raises ``RuntimeError`` with the end of the job's output when it fails.
     """
     from glmlab.args import TrainArgs, to_argv
-    from glmlab.train import free_port
+    from glmlab.launch import PACKAGE_PARENT, free_port
 
     flags = {"overwrite_output_dir": not flags.get("resume_from"), **flags, "output_dir": str(run_dir)}
     argv = to_argv(TrainArgs(**flags))  # checks every flag, then back to argv
     where = ["--gpus", ",".join(map(str, range(nproc)))] if on_gpu() else ["--cpu", str(nproc)]
-    cmd = [sys.executable, str(LAUNCHER), *where, "--master_port", str(free_port()), "--", *argv]
-    print("$ python scripts/launch_ds.py", " ".join(cmd[2:]), flush=True)
+    cmd = [sys.executable, "-m", "glmlab.launch", *where, "--master_port", str(free_port()), "--", *argv]
+    print("$ glmlab launch", " ".join(cmd[3:]), flush=True)
+    # The job imports this glmlab (a checkout's too, installed or not), whatever the current folder is.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"{run_dir.name}: training failed ({proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -176,8 +177,8 @@ def evaluate(model, tokenizer, mode: str, samples: list[dict], max_src_len: int,
 
 
 def probe_skills(model, tokenizer, mode: str, probes: list[dict] | None = None) -> dict[str, float]:
-    """Exact-match accuracy on the general probes of :mod:`glmlab.pretrained`, per skill plus ``overall``."""
-    from glmlab.pretrained import general_probes, probe_scores
+    """Exact-match accuracy on the general probes of :mod:`glmlab.notebooks.pretrained`, per skill plus ``overall``."""
+    from glmlab.notebooks.pretrained import general_probes, probe_scores
 
     scores = probe_scores(model, tokenizer, mode, probes if probes is not None else general_probes())
     return {**scores["skills"], "overall": scores["overall"]}
@@ -195,12 +196,10 @@ def trainable_parameters(model_dir: str | Path, mode: str, flags: dict[str, Any]
     def get(name: str) -> Any:
         return flags.get(name, defaults[name].default)
 
-    method = get("train_type")
-    kwargs = {"freeze": {"freeze_module_name": get("freeze_module_name")},
-              "ptuning": {"pre_seq_len": get("pre_seq_len"), "prefix_projection": get("prefix_projection")},
-              "lora": {"lora_dim": get("lora_dim"), "lora_module_name": get("lora_module_name")},
-              "all": {}}[method]
-    return memory.trainable_parameters(config, method, **kwargs)
+    # Every method flag goes along; the method's strategy reads the ones it uses.
+    kwargs = {name: get(name) for name in ("freeze_module_name", "pre_seq_len", "prefix_projection", "lora_dim",
+                                           "lora_module_name")}
+    return memory.trainable_parameters(config, get("train_type"), **kwargs)
 
 
 def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: list[dict] | None = None) -> dict:
@@ -210,11 +209,11 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     one, such as ``learning_rate``). With ``probes`` (a list of general probe samples) the row also
     holds ``skills``: the exact-match accuracy per general skill after fine-tuning.
     """
-    from glmlab import plots
+    from glmlab.notebooks import plots
     from glmlab.checkpoint import latest_checkpoint
     from glmlab.data import read_samples
-    from glmlab.predict import write_jsonl
-    from glmlab.run_folder import one_run
+    from glmlab.json_files import write_jsonl
+    from glmlab.checkpoint import one_run
 
     run_dir = Path(setup.output_dir) / label
     flags = {**setup.flags(), **method_flags}
@@ -286,14 +285,18 @@ SHARED_KEYS = ("model_dir", "mode", "train_path", "test_path", "nproc", "max_len
 
 
 def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, Any],
-                  root: str | Path = REPO / "runs") -> dict[str, str]:
+                  root: str | Path | None = None) -> dict[str, str]:
     """The notebooks among ``notebooks`` whose results in their default output folder (``root/<name>``)
     were made with the settings ``expected`` (the :data:`SHARED_KEYS` of a :class:`Setup`), every run at
     its method's default learning rate and with its checkpoint still there, the newest of its folder and
     of the run the results name (a folder trained into again since holds another run): name -> folder.
 
     This is how ``06_eval`` reuses what 02-05 trained when the notebooks run in order, instead of
-    training the same runs twice; a notebook run with other parameters is trained again."""
+    training the same runs twice; a notebook run with other parameters is trained again. ``root``
+    defaults to the notebooks' ``runs`` folder (:func:`glmlab.notebooks.absolute`)."""
+    from glmlab.notebooks import absolute
+
+    root = absolute("runs") if root is None else root
     found = {}
     for name in notebooks:
         path = Path(root) / name / "results.json"
@@ -313,7 +316,7 @@ def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, An
 def _still_there(row: dict) -> bool:
     """Whether a result row's checkpoint is still its run folder's newest, of the run that scored it."""
     from glmlab.checkpoint import latest_checkpoint, read_info
-    from glmlab.run_folder import MixedRunsError
+    from glmlab.checkpoint import MixedRunsError
 
     checkpoint = Path(row.get("checkpoint", ""))
     if not (checkpoint / "glmlab_checkpoint.json").is_file():
@@ -351,7 +354,7 @@ def study_methods(num_layers: int) -> dict[str, dict[str, Any]]:
 
 
 def general_probes() -> list[dict]:
-    """The held-out probes of the general skills (:func:`glmlab.pretrained.general_probes`)."""
-    from glmlab.pretrained import general_probes as probes
+    """The held-out probes of the general skills (:func:`glmlab.notebooks.pretrained.general_probes`)."""
+    from glmlab.notebooks.pretrained import general_probes as probes
 
     return probes()

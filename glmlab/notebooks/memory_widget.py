@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from glmlab import memory
-from glmlab.args import MODES, PRECISIONS, TRAIN_TYPES
+from glmlab.constants import MODES, PRECISIONS, TRAIN_TYPES
 
 DS_FILES = tuple(memory.SHIPPED_CONFIGS.values())
 PART_LABELS = {
@@ -91,8 +91,8 @@ def estimate(values: dict[str, Any]) -> memory.MemoryEstimate:
 
 def breakdown_html(values: dict[str, Any]) -> str:
     """The estimate of ``values`` as an HTML table (GiB per GPU), or the reason there is none."""
-    if values.get("pipeline_stages"):  # pipeline parallelism: one row per stage (glmlab.memory_pipeline)
-        from glmlab.memory_pipeline import breakdown_html as pipeline_html
+    if values.get("pipeline_stages"):  # pipeline parallelism: one row per stage (glmlab.memory.pipeline)
+        from glmlab.memory.pipeline import breakdown_html as pipeline_html
 
         return pipeline_html(values)
     try:
@@ -175,7 +175,7 @@ class Calculator:
                 "gpu_gib": w.FloatSlider(
                     value=v["gpu_gib"], min=4, max=141, step=1, description="card GiB"
                 ),
-                # pipeline parallelism (glmlab.memory_pipeline): 0 stages = none
+                # pipeline parallelism (glmlab.memory.pipeline): 0 stages = none
                 "pipeline_stages": w.IntSlider(value=v.get("pipeline_stages", 0), min=0, max=28, description="pipeline"),
                 "micro_batches": w.IntSlider(value=v.get("micro_batches", 8), min=1, max=64, description="micro-batches"),
             }
@@ -214,8 +214,8 @@ class Calculator:
     def text(self) -> str:
         """The current estimate as plain text (:func:`glmlab.memory.format_breakdown`)."""
         try:
-            if self.values.get("pipeline_stages"):  # one row per stage (glmlab.memory_pipeline)
-                from glmlab.memory_pipeline import pipeline_text
+            if self.values.get("pipeline_stages"):  # one row per stage (glmlab.memory.pipeline)
+                from glmlab.memory.pipeline import pipeline_text
 
                 return pipeline_text(self.values)
             return memory.format_breakdown(

@@ -18,15 +18,15 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-IGNORE_INDEX = -100
+from glmlab.constants import IGNORE_INDEX
 
 
 def read_metrics(output_dir: str | Path) -> list[dict]:
     """The records of ``output_dir/metrics.jsonl`` in order (empty when the file does not exist).
 
-    Raises :class:`glmlab.run_folder.MixedRunsError` (one line naming them) when the folder holds
+    Raises :class:`glmlab.checkpoint.MixedRunsError` (one line naming them) when the folder holds
     several runs' files (left by an older glmlab): a curve must be one run's."""
-    from glmlab.run_folder import one_run
+    from glmlab.checkpoint import one_run
 
     path = Path(output_dir) / "metrics.jsonl"
     if not path.is_file():

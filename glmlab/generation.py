@@ -1,0 +1,129 @@
+"""Generation, in one place: stop tokens, left padding, batched generation and cutting at a stop.
+
+:func:`generate_batch` generates for a batch of prompts (ids as :func:`glmlab.data.encode_prompt`
+builds them) with left padding and returns the decoded answers; :func:`generate_ids` returns the new
+ids, cut before the first stop id. :func:`generation_kwargs` is what glmlab hands ``model.generate``,
+shared by batch generation and :mod:`glmlab.chat`, so a streamed chat answer equals a batch one.
+:mod:`glmlab.inference` loads the models; :mod:`glmlab.chat`, :mod:`glmlab.predict` and the notebooks
+call this module to generate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+# The original prediction scripts' generation settings. ``max_new_tokens`` there was
+# ``max_len - max_src_len - 3``; ``min_length=5`` counted the prompt too, so it never bit.
+DEFAULT_TOP_P = 0.7
+DEFAULT_TEMPERATURE = 0.95
+DEFAULT_DO_SAMPLE = False
+
+
+def stop_token_ids(tokenizer, mode: str, model=None) -> list[int]:
+    """Ids that end an answer: ``<eop>``/eos for ChatGLM-6B, ``</s>`` for ChatGLM2, plus ``<|user|>`` and
+    ``<|observation|>`` for ChatGLM3 (a chat turn ends where the next speaker would start)."""
+    ids: list[int | None] = [tokenizer.eos_token_id]
+    if mode == "glm":
+        ids.append(getattr(tokenizer, "eop_token_id", None))
+        config_eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+        ids.extend(config_eos if isinstance(config_eos, list) else [config_eos])
+    elif mode == "glm3":
+        ids += [tokenizer.get_command("<|user|>"), tokenizer.get_command("<|observation|>")]
+    out: list[int] = []
+    for i in ids:
+        if i is not None and i not in out:
+            out.append(int(i))
+    return out
+
+
+def left_pad(prompts_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts to the longest: ids and the 2D 1/0 attention mask, both (B, T)."""
+    width = max(len(p) for p in prompts_ids)
+    ids = torch.full((len(prompts_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts_ids), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts_ids):
+        if len(prompt):
+            ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def generation_kwargs(
+    model,
+    tokenizer,
+    mode: str,
+    max_new_tokens: int = 256,
+    do_sample: bool = DEFAULT_DO_SAMPLE,
+    top_p: float = DEFAULT_TOP_P,
+    temperature: float = DEFAULT_TEMPERATURE,
+    **gen_kwargs,
+) -> dict:
+    """The keyword arguments glmlab gives ``model.generate``: the mode's stop ids as ``eos_token_id``,
+    the pad id, and ``top_p``/``temperature`` only when sampling (greedy search would warn about
+    them). Shared by batch generation and chat, so a streamed answer equals a non-streamed one."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = stop_token_ids(tokenizer, mode, model)
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "eos_token_id": stops, "pad_token_id": pad_id}
+    if do_sample:
+        kwargs.update(top_p=top_p, temperature=temperature)
+    kwargs.update(gen_kwargs)
+    return kwargs
+
+
+def cut_at_stop(row: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The generated ids before the first stop id (what follows it is padding)."""
+    cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+    return list(row[:cut])
+
+
+@torch.no_grad()
+def generate_ids(
+    model,
+    tokenizer,
+    prompts_ids: Sequence[Sequence[int]],
+    mode: str,
+    max_new_tokens: int = 256,
+    do_sample: bool = DEFAULT_DO_SAMPLE,
+    top_p: float = DEFAULT_TOP_P,
+    temperature: float = DEFAULT_TEMPERATURE,
+    **gen_kwargs,
+) -> list[list[int]]:
+    """Generate for a batch of prompts (left-padded) and return each row's new ids, cut before the first stop id."""
+    if not prompts_ids or any(len(p) == 0 for p in prompts_ids):
+        raise ValueError("generate needs at least one prompt and no empty prompt")
+    kwargs = generation_kwargs(model, tokenizer, mode, max_new_tokens, do_sample, top_p, temperature, **gen_kwargs)
+    ids, mask = left_pad(prompts_ids, kwargs["pad_token_id"])
+    device = model_device(model)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+    stops = stop_token_ids(tokenizer, mode, model)
+    return [cut_at_stop(row, stops) for row in out[:, ids.shape[1] :].tolist()]
+
+
+def _clean(text: str, mode: str) -> str:
+    """ChatGLM3 answers start with their metadata line: when it is empty (a plain answer), drop it and
+    strip the content, as the official ``process_response`` does (the content was encoded on its own,
+    so it starts with SentencePiece's dummy-prefix space)."""
+    if mode == "glm3" and text.startswith("\n"):
+        return text[1:].strip()
+    return text
+
+
+def generate_batch(model, tokenizer, prompts_ids: Sequence[Sequence[int]], mode: str, *args, **gen_kwargs) -> list[str]:
+    """Generate an answer for each prompt (ids as ``glmlab.data.encode_prompt`` builds them).
+
+    Takes :func:`generate_ids`' arguments (``max_new_tokens=256, do_sample, top_p, temperature``, then
+    keyword arguments for ``model.generate``). The batch is left-padded with a 2D attention mask, so
+    every prompt ends where generation starts; the model derives positions from the mask. Defaults are
+    the original prediction scripts' (greedy; ``top_p=0.7``, ``temperature=0.95`` when ``do_sample``).
+    Only the new tokens are decoded, cut at the first eos / ``<eop>`` (ChatGLM3 also ``<|user|>`` /
+    ``<|observation|>``).
+    """
+    new_ids = generate_ids(model, tokenizer, prompts_ids, mode, *args, **gen_kwargs)
+    return [_clean(tokenizer.decode(ids), mode) for ids in new_ids]
