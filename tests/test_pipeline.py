@@ -253,7 +253,7 @@ def test_memory_rows_count_each_stages_real_parameters(tiny_model, mode, capsys)
 
 
 def test_memory_calculator_has_pipeline_rows():
-    from glmlab import memory_widget
+    from glmlab.notebooks import memory_widget
     from glmlab.memory import preset_config
     from glmlab.memory.pipeline import estimate_pipeline_memory
 
