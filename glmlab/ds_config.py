@@ -77,3 +77,16 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def print_plan(args: TrainArgs, plan: Plan, ds_config: dict[str, Any], overridden: list[str], samples: int,
+               processes: int, per: str) -> None:
+    """Rank 0's account of what will run: samples, processes, the schedule, precision, ZeRO stage, and the
+    ``--ds_file`` keys the arguments overrode. ``per``: what a micro-batch count is per (``process``, or
+    ``replica`` on a pipeline)."""
+    print(f"{samples} samples, {processes} process(es), {plan.micro_batches_per_epoch} micro-batches of "
+          f"{args.per_device_train_batch_size} per {per} and epoch, {plan.total_steps} optimizer steps "
+          f"({plan.warmup_steps} warmup), precision {args.precision}, ZeRO stage "
+          f"{ds_config.get('zero_optimization', {}).get('stage', 0)}", flush=True)
+    if overridden:
+        print(f"warning: {args.ds_path}: {', '.join(overridden)} set from the arguments instead", flush=True)

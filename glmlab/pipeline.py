@@ -434,7 +434,7 @@ def setup_pipeline(run, replicas: int, samples: int):
     pipeline are filled in here. Nothing is written before everything has loaded.
     """
     from glmlab.checkpoint import load_checkpoint
-    from glmlab.ds_config import build_ds_config
+    from glmlab.ds_config import build_ds_config, print_plan
     from glmlab.loading import parse_dtype
 
     args, plan = run.args, run.plan
@@ -446,12 +446,7 @@ def setup_pipeline(run, replicas: int, samples: int):
     if run.rank == 0:
         print(f"all on a pipeline: {args.pipeline_stages} stages x {replicas} data-parallel replica(s) "
               f"({stage_layout(run.engine)}; layer 0 is the embedding, the last the head)", flush=True)
-        print(f"{samples} samples, {run.world_size} process(es), {plan.micro_batches_per_epoch} micro-batches of "
-              f"{args.per_device_train_batch_size} per replica and epoch, {plan.total_steps} optimizer steps "
-              f"({plan.warmup_steps} warmup), precision {args.precision}, ZeRO stage "
-              f"{ds_config.get('zero_optimization', {}).get('stage', 0)}", flush=True)
-        if overridden:
-            print(f"warning: {args.ds_path}: {', '.join(overridden)} set from the arguments instead", flush=True)
+        print_plan(args, plan, ds_config, overridden, samples, run.world_size, per="replica")
     if args.resume_from:
         run.position, run.rng = load_checkpoint(run.engine, args.resume_from)
         if run.rank == 0:

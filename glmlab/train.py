@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from glmlab.args import ArgsError, TrainArgs, default_precision, parse_args
-from glmlab.ds_config import Plan, build_ds_config, param_groups
+from glmlab.ds_config import Plan, build_ds_config, param_groups, print_plan
 from glmlab.launch import free_port
 from glmlab.models.lm_head import supervised_tokens
 
@@ -234,12 +234,7 @@ def setup(args: TrainArgs) -> Run:
     overridden = ds_config.pop("_glmlab_overridden")
     if rank == 0:
         print(strategy.describe(model), flush=True)
-        print(f"{len(train_data)} samples, {world} process(es), {plan.micro_batches_per_epoch} micro-batches of "
-              f"{args.per_device_train_batch_size} per process and epoch, {plan.total_steps} optimizer steps "
-              f"({plan.warmup_steps} warmup), precision {precision}, ZeRO stage "
-              f"{ds_config.get('zero_optimization', {}).get('stage', 0)}", flush=True)
-        if overridden:
-            print(f"warning: {args.ds_path}: {', '.join(overridden)} set from the arguments instead", flush=True)
+        print_plan(args, plan, ds_config, overridden, len(train_data), world, per="process")
     groups = param_groups(model, args.weight_decay)
     if ds_config.get("zero_optimization", {}).get("stage") == 3:
         partition_for_zero3(model, ds_config, device)
