@@ -249,8 +249,16 @@ def test_shipped_configs_hold_zero_settings_only(tiny_model, tmp_path, name):
     assert config["zero_optimization"] == raw["zero_optimization"]
 
 
-def test_launcher_script_exists():
-    assert (REPO / "scripts" / "launch_ds.py").is_file()
+def test_launcher_script_is_the_glmlab_launch_command():
+    """The documented ``scripts/launch_ds.py`` and ``glmlab launch`` run the same code (one launcher)."""
+    import importlib.util
+
+    import glmlab.launch
+
+    spec = importlib.util.spec_from_file_location("launch_ds", REPO / "scripts" / "launch_ds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main is glmlab.launch.main
 
 
 def test_latest_checkpoint_is_the_highest_step(tmp_path):

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import glmlab
 from glmlab.notebooks import experiment
@@ -84,12 +86,17 @@ def test_rebuild_command_writes_a_loadable_base(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "glmlab.notebooks.pretrained", "--mode", "glm3", "--output_dir", str(out),
                            "--max_steps", "3"], capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1].split(" (")[0])["probe_accuracy"] >= 0.0
+    printed = json.loads(proc.stdout.strip().splitlines()[-1].split(" (")[0])["probe_accuracy"]
     record = json.loads((out / PROBE_FILE).read_text())
+    assert 0.0 <= printed <= 1.0 and printed == pytest.approx(record["overall"], abs=1e-4)  # what it says is what it wrote
     assert record["mode"] == "glm3" and set(record["skills"]) == set(json.loads(
         (base_model_dir("glm3") / PROBE_FILE).read_text())["skills"])
     model = glmlab.load_model(out, "glm3")
-    assert next(model.parameters()).dtype.is_floating_point
+    stored = {k: t for file in out.glob("*.safetensors") for k, t in load_file(str(file)).items()}
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "float16"
+    assert {t.dtype for t in stored.values()} == {torch.float16}  # shipped as fp16, in the official key names
+    state = model.state_dict()
+    assert set(stored) <= set(state) and all(torch.equal(state[k].to(t.dtype), t) for k, t in stored.items())
     again = subprocess.run([sys.executable, "-m", "glmlab.notebooks.pretrained", "--mode", "glm3", "--output_dir", str(out)],
                            capture_output=True, text=True, cwd=REPO, check=False)
     assert again.returncode == 2 and again.stderr.strip().endswith("is not empty")

@@ -13,6 +13,7 @@ losses ZeRO-2 logs.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -64,7 +65,7 @@ def test_zero3_partitions_before_deepspeed_and_never_moves_the_whole_model(tiny_
     seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("SPY "))[4:])
     assert seen == {"partitioned": True, "buffers_on_device": True, "moved_whole": []}
     losses = TrainResult(done, output).losses
-    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
 @pytest.mark.slow
