@@ -274,8 +274,9 @@ def weight_files(folder: Path) -> list[Path]:
     )
 
 
-def _iter_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs of one weight file, read lazily for safetensors."""
+def _iter_tensors(file: Path, names: set[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of one weight file, read lazily for safetensors; only ``names`` when given
+    (a pipeline stage reads its own tensors: the other tensors of a ``.bin`` shard stay memory-mapped, unread)."""
     if file.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -285,19 +286,22 @@ def _iter_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise CheckpointError(f"cannot read {file}: {err}") from None
         with handle:
             for name in handle.keys():
-                yield name, handle.get_tensor(name)
+                if names is None or name in names:
+                    yield name, handle.get_tensor(name)
         return
     try:  # the whole shard in memory; the model then holds these very tensors (no second copy)
-        state_dict = torch.load(file, map_location="cpu", weights_only=True)
+        state_dict = torch.load(file, map_location="cpu", weights_only=True, mmap=names is not None)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
         raise CheckpointError(f"cannot read {file}: {err}") from None
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{file} does not hold a state dict")
     for name in list(state_dict):
         tensor = state_dict.pop(name)
+        if names is not None and name not in names:
+            continue
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{file}: entry {name!r} is not a tensor")
-        yield name, tensor
+        yield name, (tensor if names is None else tensor.clone())  # a clone: nothing left on the mapped file
 
 
 def write_weights(

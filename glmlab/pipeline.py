@@ -50,6 +50,7 @@ from torch import nn
 from glmlab.loading import (
     SAFETENSORS_INDEX_NAME,
     CheckpointError,
+    _iter_tensors,
     build_config,
     weight_files,
 )
@@ -75,19 +76,7 @@ def read_tensors(folder: str | Path, names: set[str]) -> dict[str, torch.Tensor]
     memory-mapped. Raises :class:`CheckpointError` naming what is missing.
     """
     folder = Path(folder)
-    found: dict[str, torch.Tensor] = {}
-    for file in weight_files(folder):
-        if file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(file), framework="pt", device="cpu") as handle:
-                for name in names.intersection(handle.keys()):
-                    found[name] = handle.get_tensor(name)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            for name in names.intersection(state):
-                found[name] = state[name].clone()
-            del state
+    found = {name: tensor for file in weight_files(folder) for name, tensor in _iter_tensors(file, names)}
     missing = sorted(names - set(found))
     if missing:
         raise CheckpointError(f"{folder}: missing tensor(s): {', '.join(missing[:8])}")
