@@ -33,11 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from glmlab.data import DataError, EncodedFile, _is_conversation, _read_numbered, encode_file
+from glmlab.data import (
+    DataError,
+    EncodedDataset,
+    EncodedFile,
+    _is_conversation,
+    _read_numbered,
+    encode_file,
+)
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,7 @@ class MixtureDataset(Dataset):
 
     def __init__(self, mixture: Mixture):
         self.mixture = mixture
-        # LongTensors made once (as glmlab.data.EncodedDataset does), not in every batch
-        self.rows = [{key: torch.as_tensor(row[key], dtype=torch.long) for key in ("input_ids", "labels")}
-                     for row in mixture.rows]
+        self.rows = EncodedDataset(mixture.rows)  # every encoded sample as LongTensors, made once
         self.order = mixture.draw(0)
 
     def set_epoch(self, epoch: int) -> None:
