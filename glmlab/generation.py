@@ -106,6 +106,56 @@ def generate_ids(
     return [cut_at_stop(row, stops) for row in out[:, ids.shape[1] :].tolist()]
 
 
+@torch.no_grad()
+def generate_ids_pruned(
+    model,
+    tokenizer,
+    prompts_ids: Sequence[Sequence[int]],
+    mode: str,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    chunk: int = 8,
+) -> list[list[int]]:
+    """Greedy answers for many prompts, each row leaving its batch as soon as it has ended.
+
+    :func:`generate_ids` runs a batch until its longest answer ends, so one row that never stops (a
+    model that forgot how to) makes every other row of its batch generate ``max_new_tokens``. Here
+    the prompts go in batches of similar length, and each batch generates ``chunk`` tokens at a
+    time; after each chunk the rows that stopped are cut at their stop id and dropped, and the rest
+    continue from their prompt plus what they generated so far (the model recomputes that prefix:
+    greedy search from the same sequence picks the same next token). Returns each prompt's new ids,
+    cut before the first stop id, in the order given: what :func:`generate_ids` returns for greedy
+    search, in a fraction of the time when answers differ in length.
+    """
+    if not prompts_ids or any(len(p) == 0 for p in prompts_ids):
+        raise ValueError("generate needs at least one prompt and no empty prompt")
+    if batch_size < 1 or chunk < 1:
+        raise ValueError(f"batch_size and chunk must be >= 1 (got {batch_size}, {chunk})")
+    kwargs = generation_kwargs(model, tokenizer, mode, max_new_tokens, do_sample=False)
+    stops = set(stop_token_ids(tokenizer, mode, model))
+    device = model_device(model)
+    answers: list[list[int] | None] = [None] * len(prompts_ids)
+    order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))
+    for start in range(0, len(order), batch_size):
+        active = {i: [] for i in order[start : start + batch_size]}  # row -> ids generated so far
+        while active:
+            rows = list(active)
+            budget = min(chunk, max_new_tokens - len(active[rows[0]]))
+            ids, mask = left_pad([list(prompts_ids[i]) + active[i] for i in rows], kwargs["pad_token_id"])
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 **{**kwargs, "max_new_tokens": budget})
+            for row, new in zip(rows, out[:, ids.shape[1] :].tolist()):
+                new = new[:budget]
+                cut = next((k for k, t in enumerate(new) if t in stops), None)
+                if cut is not None:
+                    answers[row] = active.pop(row) + new[:cut]
+                else:
+                    active[row] += new
+                    if len(active[row]) >= max_new_tokens:
+                        answers[row] = active.pop(row)
+    return answers  # type: ignore[return-value]
+
+
 def _clean(text: str, mode: str) -> str:
     """ChatGLM3 answers start with their metadata line: when it is empty (a plain answer), drop it and
     strip the content, as the official ``process_response`` does (the content was encoded on its own,
@@ -126,4 +176,9 @@ def generate_batch(model, tokenizer, prompts_ids: Sequence[Sequence[int]], mode:
     ``<|observation|>``).
     """
     new_ids = generate_ids(model, tokenizer, prompts_ids, mode, *args, **gen_kwargs)
+    return decode_answers(tokenizer, new_ids, mode)
+
+
+def decode_answers(tokenizer, new_ids: Sequence[Sequence[int]], mode: str) -> list[str]:
+    """Each row of new ids as answer text (ChatGLM3's empty metadata line dropped)."""
     return [_clean(tokenizer.decode(ids), mode) for ids in new_ids]

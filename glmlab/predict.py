@@ -240,11 +240,24 @@ def predict_samples(
     progress: TextIO | None = None,
     **gen_kwargs,
 ) -> list[str]:
-    """Generate a prediction for every sample, ``batch_size`` prompts at a time, in file order."""
+    """Generate a prediction for every sample, ``batch_size`` prompts at a time; returned in file order.
+
+    Greedy search (the default) goes through :func:`glmlab.generation.generate_ids_pruned`: batches of
+    prompts of similar length, each row dropped from its batch when its answer ends. Sampling keeps
+    :func:`glmlab.generation.generate_batch` in file order (its random draws depend on the batch).
+    """
     from glmlab.data import encode_prompt
+    from glmlab.generation import decode_answers, generate_ids_pruned
 
     prompts = [encode_prompt(s, tokenizer, mode, max_src_len) for s in samples]
     predictions: list[str] = []
+    if not gen_kwargs.get("do_sample", DEFAULT_DO_SAMPLE) and set(gen_kwargs) <= {"do_sample", "max_new_tokens",
+                                                                                   "top_p", "temperature"}:
+        if progress is not None:
+            print(f"{PROG}: {len(prompts)} samples, greedy, batches of {batch_size}", file=progress, flush=True)
+        new_ids = generate_ids_pruned(model, tokenizer, prompts, mode, gen_kwargs.get("max_new_tokens", 256),
+                                      batch_size=batch_size)
+        return decode_answers(tokenizer, new_ids, mode)
     for start in range(0, len(prompts), batch_size):
         predictions += generate_batch(model, tokenizer, prompts[start : start + batch_size], mode, **gen_kwargs)
         if progress is not None:

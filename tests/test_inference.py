@@ -340,3 +340,23 @@ def test_predict_error_is_one_line(bases, tmp_path):
     assert len(lines) == 1 and "records no base model" in lines[0], proc.stderr
     proc = _run("--checkpoint", bases["glm2"], "--chat", "--system", "你是助手。")  # chat works on glm2, a system prompt not
     assert proc.returncode == 2 and "need a ChatGLM3 model" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["glm", "glm3"])
+def test_pruned_greedy_equals_batch_generation(mode):
+    """Scoring's fast path (rows leave their batch when they end; the rest resume from prompt + answer so far)
+    gives each prompt exactly the ids ``generate_ids`` gives it, in the order given, on a pretrained base whose
+    answers end at different lengths (some at the budget)."""
+    from glmlab.data import encode_prompt
+    from glmlab.generation import generate_ids, generate_ids_pruned
+    from glmlab.inference import load_for_inference
+    from glmlab.notebooks.pretrained import base_model_dir, general_probes
+
+    model, tokenizer, _ = load_for_inference(base_model_dir(mode))
+    probes = general_probes()[::12]  # every skill, prompts of many lengths
+    prompts = [encode_prompt(p, tokenizer, mode, 64) for p in probes]
+    expected = [row for start in range(0, len(prompts), 4)
+                for row in generate_ids(model, tokenizer, prompts[start:start + 4], mode, max_new_tokens=12)]
+    lengths = {len(row) for row in expected}
+    assert len(lengths) > 2 and 12 in lengths, lengths  # ends early, late and at the budget
+    assert generate_ids_pruned(model, tokenizer, prompts, mode, max_new_tokens=12, batch_size=5, chunk=3) == expected
