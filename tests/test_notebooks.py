@@ -29,7 +29,9 @@ NOTEBOOKS = REPO / "notebooks"
 KERNEL = "glmlab-tests"
 TRAINING = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3")
 VARIANTS = {"02_freeze": ["freeze"], "03_ptuning": ["projection", "embedding"], "04_lora": ["lora"],
-            "05_full_zero3": ["zero3", "zero3_offload"]}
+            "05_full_zero3": ["zero3"]}
+REPLAY_SHARES = (0.25,)  # 06's replay runs in the test (its default: 0.1 and 0.25)
+OFFLOAD_STEPS = 40  # 05's short ZeRO-3 + offload run beside its ZeRO-3 run (offload_max_steps)
 STEPS = 375  # the notebooks' default step budget: 3 epochs of 125 optimizer steps
 
 pytestmark = pytest.mark.slow
@@ -116,6 +118,13 @@ def test_training_notebook_learns_the_task(trained, name):
         assert run["wall_s"] > 0 and run["peak_mem_mb"] > 0
         if run["variant"] != "embedding":  # reported, not asserted (see the module docstring)
             assert run["f1"] > summary["base_f1"], (run["variant"], run["f1"], summary["base_f1"])
+    if name == "05_full_zero3":  # offload computes what ZeRO-3 computes: the same losses step by step
+        offload = [json.loads(line) for line in (trained[name] / "zero3_offload" / "metrics.jsonl").read_text().splitlines()]
+        zero3 = {m["step"]: m["loss"] for m in map(json.loads, Path(run["run_dir"], "metrics.jsonl").read_text().splitlines())
+                 if "loss" in m}
+        pairs = [(zero3[m["step"]], m["loss"]) for m in offload if "loss" in m]
+        assert len(pairs) >= OFFLOAD_STEPS // 10 and max(m["step"] for m in offload if "loss" in m) == OFFLOAD_STEPS
+        assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in pairs), pairs
     if name == "04_lora":
         (run,) = summary["runs"]
         assert Path(run["merged_dir"], "config.json").is_file()
@@ -126,12 +135,14 @@ def test_trainable_counts_order(trained):
     counts = {run["variant"]: run["trainable_params"]
               for name in TRAINING for run in json.loads((trained[name] / "results.json").read_text())["runs"]}
     assert counts["embedding"] < counts["projection"] and counts["embedding"] < counts["lora"]
-    assert counts["lora"] < counts["zero3"] and counts["freeze"] < counts["zero3"] == counts["zero3_offload"]
+    assert counts["lora"] < counts["zero3"] and counts["freeze"] < counts["zero3"]
 
 
 def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
-    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"))
+    # One replay share instead of the default two: each share is two more runs (LoRA and full), and what the test
+    # checks of them does not depend on how many there are; the committed, rendered 06 shows the default two.
+    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), replay_shares=list(REPLAY_SHARES))
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
     rows = comparison["runs"]
     assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
@@ -155,7 +166,7 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     # replay: LoRA and full again on the task plus each default share of the general corpus, each with its
     # F1 and forgetting, the mixture on record in its run folder; the chart's points add the base and no-replay runs
     replay = comparison["replay"]
-    assert [(r["replay_of"], r["share"]) for r in replay] == [(m, s) for m in ("lora", "full") for s in (0.1, 0.25)]
+    assert [(r["replay_of"], r["share"]) for r in replay] == [(m, s) for m in ("lora", "full") for s in REPLAY_SHARES]
     for r in replay:
         assert isinstance(r["f1"], float) and r["steps"] > STEPS  # the general samples add to each epoch
         for key in ("before", "after", "drop"):

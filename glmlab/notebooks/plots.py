@@ -67,6 +67,35 @@ def plot_loss(runs: str | Path | Mapping[str, str | Path], ax=None, title: str =
     return ax
 
 
+def compare_losses(reference: tuple[str, str | Path], other: tuple[str, str | Path], every: int = 6) -> list[tuple]:
+    """Two runs' training losses at the optimizer steps both logged, drawn together and printed.
+
+    ``reference`` and ``other`` are ``(label, run folder)``. Two runs that compute the same thing in
+    different ways (ZeRO-3 with and without offload, a pipeline against ZeRO-3) should draw one line;
+    the largest difference says how far they drifted. Returns ``[(step, reference_loss, other_loss)]``.
+    """
+    import matplotlib.pyplot as plt
+
+    (label_a, dir_a), (label_b, dir_b) = reference, other
+    a, b = dict(zip(*loss_curve(dir_a))), dict(zip(*loss_curve(dir_b)))
+    same = [(step, a[step], b[step]) for step in sorted(b) if step in a]
+    if not same:
+        print(f"{label_a} and {label_b} logged no step in common (losses are logged every --show_loss_step "
+              f"optimizer steps): run {label_b} longer")
+        return same
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([s for s, _, _ in same], [x for _, x, _ in same], label=label_a)
+    ax.plot([s for s, _, _ in same], [y for _, _, y in same], "--", label=label_b)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    plt.show()
+    for step, x, y in same[:: max(1, len(same) // every)]:
+        print(f"step {step:4d}: {label_a} {x:.4f}   {label_b} {y:.4f}")
+    print(f"largest difference over {len(same)} logged steps: {max(abs(x - y) for _, x, y in same):.4f}")
+    return same
+
+
 def plot_lengths(encoded, ax=None, bins: int = 30):
     """Histograms of source and target token lengths (before any cut) of an ``EncodedFile``.
 
