@@ -50,26 +50,27 @@ def layer_activation_bytes(config: ChatGLMConfig, batch_size: int, seq_len: int,
     return b * s * kept
 
 
-def checkpointed_input_bytes(config: ChatGLMConfig, batch_size: int, seq_len: int, pre_seq_len: int = 0) -> int:
-    """16-bit bytes gradient checkpointing keeps while the forward runs: every layer's inputs.
+def checkpointed_input_bytes(config: ChatGLMConfig, batch_size: int, seq_len: int, pre_seq_len: int = 0,
+                             precision: str = "bf16") -> int:
+    """Bytes gradient checkpointing keeps while the forward runs: every layer's inputs, in ``precision``.
 
-    Each layer's hidden states (``2 bsh``, every layer: transformers makes the embedding's output
+    Each layer's hidden states (``b s h``, every layer: transformers makes the embedding's output
     require grad when it enables checkpointing, so even the frozen layers below ``freeze``'s lowest
     trained one keep theirs, and are recomputed in the backward), and once, what all layers share:
-    ChatGLM-6B's position ids (int64) and boolean mask, ChatGLM2/3's rotary tables (and mask with a
-    prefix), P-tuning's prefix keys and values.
+    ChatGLM-6B's position ids (int64) and boolean mask, ChatGLM2/3's rotary cos and sin (and the mask
+    with a prefix), P-tuning's prefix keys and values.
     """
-    h, b, s, p, n = config.hidden_size, batch_size, seq_len, pre_seq_len, config.num_layers
-    kept = n * 2 * b * s * h
+    h, b, s, p, n, w = config.hidden_size, batch_size, seq_len, pre_seq_len, config.num_layers, BYTES[precision]
+    kept = n * w * b * s * h
     if config.architecture == "glm":
-        kept += b * s * (s + p) // 2 + 8 * b * s  # bool mask (1 byte = half a 16-bit one), 2 x int64 positions
+        kept += b * s * (s + p) + 2 * 8 * b * s  # bool mask, (token, block) int64 positions
         kv_size = 2 * n * h
     else:
         kv_channels = config.kv_channels or h // config.num_attention_heads
         groups = config.multi_query_group_num if config.multi_query_attention else config.num_attention_heads
-        kept += 2 * b * s * kv_channels // 2 + (b * s * (s + p) // 2 if p else 0)  # cos, sin; bool mask
+        kept += 2 * w * b * s * (kv_channels // 4) + (b * s * (s + p) if p else 0)  # cos, sin; bool mask
         kv_size = 2 * n * groups * kv_channels
-    return kept + 2 * b * p * kv_size
+    return kept + w * b * p * kv_size
 
 
 def activation_bytes(
@@ -98,12 +99,13 @@ def activation_bytes(
     passing = layer_activation_bytes(config, b, s, (), pre_seq_len)
     scores = 5 * config.num_attention_heads * s * (s + pre_seq_len) * b if attention_scores else 0
     scale = BYTES[precision] / 2  # the formula counts 16-bit activations
+    inputs = 0
     if gradient_checkpointing:  # every layer's inputs, and one layer rebuilt at a time
-        rebuilt = (trained if trained_layers else passing) + scores if layers else 0
-        kept = checkpointed_input_bytes(config, b, s, pre_seq_len) + rebuilt
+        kept = (trained if trained_layers else passing) + scores if layers else 0
+        inputs = checkpointed_input_bytes(config, b, s, pre_seq_len, precision)
     else:
         kept = trained_layers * trained + (layers - trained_layers) * passing + layers * scores
-    return kept * scale + (logits_bytes(config, b, s) if logits else 0)
+    return kept * scale + inputs + (logits_bytes(config, b, s) if logits else 0)
 
 
 def logits_bytes(config: ChatGLMConfig, batch_size: int, seq_len: int) -> int:
