@@ -156,6 +156,7 @@ from glmlab.memory.anatomy import (
     METHOD_SETUPS,
     Measured,
     anatomy_table,
+    attention_kernels,
     measure_anatomy,
     memory_anatomy,
 )
@@ -188,6 +189,7 @@ __all__ = [
     "ZeroSettings",
     "activation_bytes",
     "anatomy_table",
+    "attention_kernels",
     "checkpointed_input_bytes",
     "estimate_memory",
     "format_breakdown",

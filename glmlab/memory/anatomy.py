@@ -62,7 +62,8 @@ class Measured:
 
     ``per_layer``: the activation bytes each layer saved (with checkpointing: its inputs, the first
     layer also the position ids and mask it shares with the others); ``rebuilt``: the largest layer's
-    bytes when it is rebuilt (0 without checkpointing); ``outside``: what is saved outside the layers.
+    bytes when it is rebuilt (0 without checkpointing); ``outside``: what is saved outside the layers;
+    ``kernels``: the attention's backward nodes (:func:`attention_kernels`).
     """
 
     weights: int
@@ -72,6 +73,7 @@ class Measured:
     rebuilt: int = 0
     outside: int = 0
     regions: dict[str, int] = field(default_factory=dict, repr=False)
+    kernels: tuple[str, ...] = ()
 
     @property
     def activations(self) -> int:
@@ -151,6 +153,28 @@ def saved_bytes_by_layer(model: torch.nn.Module, batch: dict[str, torch.Tensor])
     return out, loss
 
 
+def attention_kernels(loss: torch.Tensor) -> tuple[str, ...]:
+    """The attention kernels a loss's autograd graph ran, by their backward nodes' names.
+
+    ``ScaledDotProductFlashAttentionForCpuBackward0``: SDPA's fused CPU kernel (no ``s x s`` scores
+    kept); ``ScaledDotProductEfficientAttentionBackward0`` / ``...FlashAttentionBackward0``: its CUDA
+    kernels; ``SoftmaxBackward0``: eager attention, which keeps the scores.
+    """
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        name = node.name()
+        if "Attention" in name or name == "SoftmaxBackward0":
+            names.add(name)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return tuple(sorted(names))
+
+
 def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
     base = _unwrap(model)
     if on:  # as glmlab.train enables it
@@ -180,6 +204,7 @@ def measure_anatomy(model: torch.nn.Module, batch: dict[str, torch.Tensor], grad
         for p in trainable:
             p.grad = None
         regions, loss = saved_bytes_by_layer(model, batch)
+        kernels = attention_kernels(loss)
         loss.backward()
     finally:
         _set_checkpointing(model, was)
@@ -196,6 +221,7 @@ def measure_anatomy(model: torch.nn.Module, batch: dict[str, torch.Tensor], grad
         rebuilt=rebuilt,
         outside=regions.get("outside", 0) + regions.get("prefix", 0),
         regions=regions,
+        kernels=kernels,
     )
 
 
