@@ -90,8 +90,9 @@ def test_memory_arithmetic_by_hand():
     est = estimate_memory(config, "all", precision="bf16", zero_stage=0, num_gpus=1, batch_size=1, seq_len=512)
     assert est.weights == est.gradients == 2 * n
     assert est.optimizer == 12 * n  # fp32 master + Adam m and v
-    # Activations: 28 layers x b*s*(14h + 4gd + 8f) bytes (2 groups of 128); the loss: 3 fp32 tensors of b*s*vocab.
-    assert est.activations == 28 * 512 * (14 * 4096 + 4 * 2 * 128 + 8 * 13696)
+    # Activations: 28 layers x b*s*(16h + 6gd + 8f) bytes (2 groups of 128: v keeps the whole h + 2gd QKV
+    # output); the loss: 3 fp32 tensors of b*s*vocab.
+    assert est.activations == 28 * 512 * (16 * 4096 + 6 * 2 * 128 + 8 * 13696)
     assert est.logits == 12 * 512 * 65024
     # The step: fp32 gradients and AdamW's temporary, 8 bytes a parameter -- more than the activations here.
     assert est.step == 8 * n and est.peak_phase == "optimizer step"
@@ -128,8 +129,10 @@ def test_activations_by_method_and_checkpointing():
     config = preset_config("glm2")
     full = activation_bytes(config, 1, 1024)
     ckpt = activation_bytes(config, 1, 1024, gradient_checkpointing=True)
-    # Checkpointing keeps each layer's 16-bit input, rebuilds one layer at a time; the loss's fp32 tensors stay.
-    assert ckpt == 28 * 2 * 1024 * 4096 + 1024 * (14 * 4096 + 4 * 2 * 128 + 8 * 13696) + 12 * 1024 * 65024
+    # Checkpointing keeps each layer's 16-bit input (and once the rotary cos and sin, 2 x d/4 a token), rebuilds
+    # one layer at a time; the loss's fp32 tensors stay.
+    assert ckpt == (28 * 2 * 1024 * 4096 + 2 * 2 * 1024 * 128 // 4 + 1024 * (16 * 4096 + 6 * 2 * 128 + 8 * 13696)
+                    + 12 * 1024 * 65024)
     assert logits_bytes(config, 1, 1024) == 12 * 1024 * 65024
     assert ckpt < full / 4
     full = activation_bytes(config, 1, 1024, logits=False)  # estimate_memory counts the logits apart
@@ -139,7 +142,11 @@ def test_activations_by_method_and_checkpointing():
     lora = estimate_memory(config, "lora", seq_len=1024)
     freeze = estimate_memory(config, "freeze", freeze_module_name="layers.27.", seq_len=1024)
     assert ptuning.activations_gib < lora.activations_gib < full / GIB
-    assert lora.activations_gib - ptuning.activations_gib == pytest.approx(28 * 2 * 1024 * 4096 / GIB)
+    # Per token and layer LoRA keeps the QKV input (2h), k (2gd) and, through v's view, the whole QKV output
+    # (2(h + 2gd)); P-tuning keeps k and v copied 16 positions longer (4gd x 1040/1024) and SDPA's float mask.
+    gd = 2 * 128
+    per_token = 2 * 4096 + 2 * gd + 2 * (4096 + 2 * gd) - 4 * gd * 1040 // 1024 - 2 * 1040
+    assert lora.activations_gib - ptuning.activations_gib == pytest.approx(28 * 1024 * per_token / GIB)
     assert ptuning.activations_gib > 0.6 * full / GIB
     assert freeze.activations_gib < ptuning.activations_gib / 5
 
@@ -184,6 +191,7 @@ def test_activation_formula_matches_what_autograd_keeps(mode, method):
     """
     config = preset_config(mode)
     config.hidden_size, config.num_attention_heads = 1024, 8  # 128 channels a head, as in the 6B models
+    config.use_cache = False  # as glmlab.train sets it: a cache would copy k and v and free the QKV output
     if mode == "glm":
         config.inner_hidden_size, config.vocab_size = 4096, 1000
         config.mask_token_id, config.gmask_token_id, config.bos_token_id, config.eos_token_id = 996, 997, 998, 999

@@ -49,25 +49,31 @@ DeepSpeed each rule comes from are cited next to the code.
   layer for 16-bit activations, ``s`` tokens, batch ``b``, width ``h``, feed-forward width
   ``f``, ``g`` key/value groups of ``d`` channels (ChatGLM2/3)::
 
-      ChatGLM-6B:   layer_bytes = b * s * (18 h + 4 d + 4 f)      (d = h / heads)
-                    # norms 2 x (in + out), QKV in, SDPA q k v out, dense in, 2D rotary
-                    # tables; GELU in, dense_4h_to_h in
-      ChatGLM2/3:   layer_bytes = b * s * (14 h + 4 g d + 8 f)
-                    # norms 2 x (in + out), q, k and v (g groups), SDPA out, dense in;
-                    # SwiGLU: its 2f-wide input, silu(gate), the product
+      ChatGLM-6B:   layer_bytes = b * s * (22 h + 4 d + 4 f + 2 s)      (d = h / heads)
+                    # norms 2 x (in + out), QKV in, q, k, the whole 3h QKV output (v is a
+                    # view of it), SDPA out, dense in, 2D rotary tables, SDPA's float mask;
+                    # GELU in, dense_4h_to_h in
+      ChatGLM2/3:   layer_bytes = b * s * (16 h + 6 g d + 8 f)
+                    # norms 2 x (in + out), QKV in, q, k, the whole h + 2gd QKV output,
+                    # SDPA out, dense in; SwiGLU: its 2f-wide input, silu(gate), the product
 
   That is a layer whose weights train (``all``, the trained layers of ``freeze``). A frozen
   (or quantized) linear layer keeps no input, so a layer the gradient only passes through
   (every layer under ``ptuning``, the frozen layers above the lowest trained one under
   ``freeze``) keeps ``6 h + 2 f`` less, the inputs of its four linear layers; ``lora`` keeps
-  the inputs of the layers it adapts (2h for ``query_key_value``). The ChatGLM-6B figure is
-  Korthikanti et al. 2022's ("Reducing Activation Recomputation in Large Transformer
-  Models") without dropout masks; ``tests/test_memory.py`` checks the formula against the
-  tensors autograd really saves. SDPA keeps no ``s x s`` scores; ``attention_scores=True``
-  adds ``5 * heads * s^2 * b`` for eager attention. fp32 activations count double. Only the
-  layers gradients flow through keep activations (``freeze``: from the lowest trained layer
-  up). With gradient checkpointing each layer keeps only its 16-bit input (``2 bsh`` bytes)
-  and one layer's activations are rebuilt at a time.
+  the inputs of the layers it adapts (2h for ``query_key_value``). P-tuning's ``P`` prefix
+  positions make ``k`` and ``v`` new ``P + s``-long tensors (the QKV output is then freed)
+  and its mask ``P + s`` wide; ChatGLM2/3 get a mask only then (else SDPA runs causal).
+  The figures are what ``glmlab.memory.anatomy`` measures on the small bases (the unique
+  storages autograd saves, within 4% for every method; ``tests/test_memory_anatomy.py``) and
+  ``tests/test_memory.py`` at a 6B-like width in bf16. SDPA keeps no ``s x s`` scores;
+  ``attention_scores=True`` adds ``5 * heads * s^2 * b`` for eager attention. fp32
+  activations count double. Only the layers gradients flow through keep activations
+  (``freeze``: from the lowest trained layer up). With gradient checkpointing every layer
+  keeps only its 16-bit input (``2 bsh`` bytes; every layer, ``freeze``'s frozen ones below
+  too: transformers makes the embedding's output require grad when it enables checkpointing),
+  plus once what all layers share (positions, mask, P-tuning's prefix keys and values), and
+  one layer's activations are rebuilt at a time.
 * **logits** -- the loss is computed in fp32 whatever the training precision: at its
   backward the fp32 log-probabilities kept by ``log_softmax``, their gradient and the
   gradient of the logits coexist, ``12 * b * s * vocab`` bytes (measured on the CPU for bf16
@@ -94,6 +100,8 @@ The package, one concern a module (every name is importable from ``glmlab.memory
 * :mod:`~glmlab.memory.activations` -- activations and logits kept for backward;
 * :mod:`~glmlab.memory.estimate` -- :func:`estimate_memory` and :func:`memory_table`;
 * :mod:`~glmlab.memory.measure` -- :func:`measure_peak_memory`;
+* :mod:`~glmlab.memory.anatomy` -- :func:`memory_anatomy`: each component measured from the tensors of
+  a small model (weights, gradients, AdamW state, the storages autograd saves) beside the estimate;
 * :mod:`~glmlab.memory.cli` -- the command line (``python -m glmlab.memory``) and its tables.
 
 The notebooks' interactive estimate is :mod:`glmlab.notebooks.memory_widget`.
@@ -129,6 +137,7 @@ from glmlab.memory.zero import (
 from glmlab.methods import LINEARS  # the linear layers of a block (methods owns what they are)
 from glmlab.memory.activations import (
     activation_bytes,
+    checkpointed_input_bytes,
     layer_activation_bytes,
     logits_bytes,
 )
@@ -142,6 +151,15 @@ from glmlab.memory.estimate import (
 from glmlab.memory.measure import (
     measure_peak_memory,
 )
+from glmlab.memory.anatomy import (
+    COMPONENTS,
+    METHOD_SETUPS,
+    Measured,
+    anatomy_table,
+    attention_kernels,
+    measure_anatomy,
+    memory_anatomy,
+)
 from glmlab.memory.cli import (
     CLI_FLAGS,
     GRID_COLUMNS,
@@ -154,11 +172,14 @@ from glmlab.memory.cli import (
 
 __all__ = [
     "BYTES",
+    "COMPONENTS",
     "CLI_FLAGS",
     "DEFAULT_LORA_MODULES",
     "GIB",
     "GRID_COLUMNS",
     "LINEARS",
+    "METHOD_SETUPS",
+    "Measured",
     "MemoryEstimate",
     "PARTS",
     "PRESETS",
@@ -167,6 +188,9 @@ __all__ = [
     "Tensor",
     "ZeroSettings",
     "activation_bytes",
+    "anatomy_table",
+    "attention_kernels",
+    "checkpointed_input_bytes",
     "estimate_memory",
     "format_breakdown",
     "format_table",
@@ -176,7 +200,9 @@ __all__ = [
     "layer_activation_bytes",
     "logits_bytes",
     "main",
+    "measure_anatomy",
     "measure_peak_memory",
+    "memory_anatomy",
     "memory_table",
     "method_flags",
     "method_shapes",

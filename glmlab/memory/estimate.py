@@ -238,6 +238,7 @@ def memory_table(
 
 
 def _activation_layers(config: ChatGLMConfig, method: str, method_args: dict[str, Any]) -> dict[str, Any]:
-    """:func:`activation_bytes`' ``layers``, ``trained_layers`` and ``trained_linears``: the strategy of ``method`` says."""
+    """:func:`activation_bytes`' ``layers``, ``trained_layers`` and ``trained_linears`` (the strategy of ``method``
+    says) and ``pre_seq_len`` (P-tuning's prefix, which every layer's attention reads)."""
     config, shapes, flags = method_shapes(config, method, method_args)
-    return get_strategy(method).activation_layers(config, shapes, flags)
+    return {**get_strategy(method).activation_layers(config, shapes, flags), "pre_seq_len": config.pre_seq_len or 0}
