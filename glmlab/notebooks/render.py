@@ -65,6 +65,8 @@ def strip(nb):
     for cell in nb.cells:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
+        if cell.metadata.get("tags") == []:
+            del cell.metadata["tags"]
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nb.metadata.pop("papermill", None)
@@ -174,6 +176,8 @@ def render_one(name: str, kernel: str, html_dir: Path | None = HTML_DIR) -> dict
     for cell in nb.cells:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
+        if cell.metadata.get("tags") == []:  # papermill adds an empty list to every cell
+            del cell.metadata["tags"]
     nb.metadata.pop("papermill", None)
     reader_outputs(nb)
     nb.metadata[KEY] = {"code_sha256": code_hash(nb), "seconds": round(seconds),
