@@ -12,6 +12,8 @@ process, as on a 2-core laptop), then
   metadata (``metadata.glmlab``), and writes the notebook back in place;
 * writes ``notebooks/html/<name>.html`` (nbconvert; git-ignored) for offline or projector use.
 
+The exercises' answers (``notebooks/solutions/NN_*.ipynb``) are rendered after the six, the same way.
+
 A notebook that fails is left as it was (the run stops with its error). :func:`problems` is what
 ``tests/test_rendered.py`` checks on the committed notebooks: rendered, code unchanged since, every code cell
 executed in order and without error, each at most :data:`MAX_BYTES`. :func:`clean_copy` gives the
@@ -41,9 +43,12 @@ INJECTED = "injected-parameters"  # papermill's tag for the cell it adds with -p
 SHOWS = re.compile(r"^\s*(print|display|plt\.show)\(|^\s*plots\.plot_|^\s*calculator\(", re.MULTILINE)
 
 
-def names() -> list[str]:
-    """The notebooks in reading order (``notebooks/NN_*.ipynb``)."""
-    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+def names(solutions: bool = True) -> list[str]:
+    """The notebooks in reading order (``notebooks/NN_*.ipynb``), then their exercises' solutions
+    (``solutions/NN_*``: ``notebooks/solutions/NN_*.ipynb``, answers measured by the render)."""
+    chapters = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    answers = sorted(f"solutions/{p.stem}" for p in (NOTEBOOKS / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    return chapters + (answers if solutions else [])
 
 
 def _code_cells(nb) -> list:
@@ -118,20 +123,21 @@ def problems(path: str | Path, repo: Path = REPO) -> list[str]:
     import nbformat
 
     path = Path(path)
+    label = str(path.relative_to(NOTEBOOKS)) if path.resolve().is_relative_to(NOTEBOOKS.resolve()) else path.name
     found = []
     size = path.stat().st_size
     if size > MAX_BYTES:
-        found.append(f"{path.name}: {size:,} bytes, over {MAX_BYTES:,}")
+        found.append(f"{label}: {size:,} bytes, over {MAX_BYTES:,}")
     nb = nbformat.read(str(path), as_version=4)
     record = nb.metadata.get(KEY, {})
     if "code_sha256" not in record:
-        return found + [f"{path.name}: never rendered (run bash scripts/render_notebooks.sh)"]
+        return found + [f"{label}: never rendered (run bash scripts/render_notebooks.sh)"]
     if record["code_sha256"] != code_hash(nb):
-        found.append(f"{path.name}: code changed since its outputs were rendered (run bash scripts/render_notebooks.sh)")
+        found.append(f"{label}: code changed since its outputs were rendered (run bash scripts/render_notebooks.sh)")
     cells = _code_cells(nb)
     counts = [c.execution_count for c in cells]
     for index, cell in enumerate(cells):
-        where = f"{path.name}: code cell {index + 1} ({cell.source.strip().splitlines()[0][:50] if cell.source.strip() else 'empty'})"
+        where = f"{label}: code cell {index + 1} ({cell.source.strip().splitlines()[0][:50] if cell.source.strip() else 'empty'})"
         if cell.execution_count is None:
             found.append(f"{where} was not executed")
         elif any(o.get("output_type") == "error" for o in cell.outputs):
@@ -139,11 +145,11 @@ def problems(path: str | Path, repo: Path = REPO) -> list[str]:
         elif SHOWS.search(cell.source) and not cell.outputs:
             found.append(f"{where} shows nothing")
     if None not in counts and counts != list(range(1, len(cells) + 1)):
-        found.append(f"{path.name}: cells not executed top to bottom in one kernel (counts {counts})")
+        found.append(f"{label}: cells not executed top to bottom in one kernel (counts {counts})")
     text = nbformat.writes(nb)
     for machine in {str(repo.resolve()), str(repo), str(Path.home())} - {"/", "."}:
         if machine in text:
-            found.append(f"{path.name}: holds the rendering machine's path {machine}")
+            found.append(f"{label}: holds the rendering machine's path {machine}")
     return found
 
 
@@ -165,12 +171,13 @@ def render_one(name: str, kernel: str, html_dir: Path | None = HTML_DIR) -> dict
     import papermill as pm
 
     path = NOTEBOOKS / f"{name}.ipynb"
-    with tempfile.TemporaryDirectory(prefix=f"render-{name}-") as tmp:
-        source = clean_copy(path, Path(tmp) / f"{name}.ipynb")
-        executed = Path(tmp) / f"{name}.out.ipynb"
+    stem = path.stem
+    with tempfile.TemporaryDirectory(prefix=f"render-{stem}-") as tmp:
+        source = clean_copy(path, Path(tmp) / f"{stem}.ipynb")
+        executed = Path(tmp) / f"{stem}.out.ipynb"
         start = time.perf_counter()
-        pm.execute_notebook(str(source), str(executed), kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
-                            log_output=False)
+        pm.execute_notebook(str(source), str(executed), kernel_name=kernel, cwd=str(path.parent), progress_bar=False,
+                            log_output=False)  # in the notebook's own folder, as Jupyter runs it
         seconds = time.perf_counter() - start
         nb = nbformat.read(str(executed), as_version=4)
     for cell in nb.cells:
@@ -187,16 +194,18 @@ def render_one(name: str, kernel: str, html_dir: Path | None = HTML_DIR) -> dict
     if html_dir is not None:
         from nbconvert import HTMLExporter
 
-        html_dir.mkdir(parents=True, exist_ok=True)
+        page = html_dir / f"{name}.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
         body, _ = HTMLExporter().from_notebook_node(nb)
-        (html_dir / f"{name}.html").write_text(body, encoding="utf-8")
+        page.write_text(body, encoding="utf-8")
     return {"notebook": name, "seconds": round(seconds), "bytes": len(text.encode("utf-8"))}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Render every notebook (or ``--only`` some) in order; print one line per notebook and the problems left."""
     parser = argparse.ArgumentParser(prog="render_notebooks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=None, help="comma-separated notebook names (default: all, in order)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated notebook names, e.g. 01_data,solutions/01_data (default: all, in order)")
     parser.add_argument("--html_dir", default=str(HTML_DIR), help="where the HTML pages go ('' for none)")
     parser.add_argument("--check", action="store_true", help="only report what keeps the committed notebooks from standing")
     args = parser.parse_args(argv)
