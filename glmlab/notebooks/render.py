@@ -137,7 +137,8 @@ def problems(path: str | Path, repo: Path = REPO) -> list[str]:
     cells = _code_cells(nb)
     counts = [c.execution_count for c in cells]
     for index, cell in enumerate(cells):
-        where = f"{label}: code cell {index + 1} ({cell.source.strip().splitlines()[0][:50] if cell.source.strip() else 'empty'})"
+        first_line = cell.source.strip().splitlines()[0][:50] if cell.source.strip() else "empty"
+        where = f"{label}: code cell {index + 1} ({first_line})"
         if cell.execution_count is None:
             found.append(f"{where} was not executed")
         elif any(o.get("output_type") == "error" for o in cell.outputs):
