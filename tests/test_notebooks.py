@@ -55,9 +55,13 @@ def kernel(tmp_path_factory):
 
 
 def execute(name: str, workdir: Path, kernel: str, **parameters) -> Path:
-    """Run ``notebooks/<name>.ipynb`` with ``parameters`` in ``workdir``; return the executed copy."""
+    """Run a clean copy of ``notebooks/<name>.ipynb`` (its committed outputs stripped) with ``parameters`` in
+    ``workdir``; return the executed copy."""
+    from glmlab.notebooks.render import clean_copy
+
     out = workdir / f"{name}.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name=kernel,
+    source = clean_copy(NOTEBOOKS / f"{name}.ipynb", workdir / f"{name}.clean.ipynb")  # not the committed outputs
+    pm.execute_notebook(str(source), str(out), parameters=parameters, kernel_name=kernel,
                         cwd=str(workdir), progress_bar=False, log_output=False)
     return out
 
@@ -73,8 +77,11 @@ def trained(kernel, tmp_path_factory) -> dict[str, Path]:
     return outputs
 
 
-def test_every_notebook_is_tested_and_starts_with_parameters():
+def test_every_notebook_is_tested_and_starts_with_parameters(tmp_path):
+    """Committed with their outputs (tests/test_rendered.py checks them), executed here from clean copies."""
     import nbformat
+
+    from glmlab.notebooks.render import clean_copy, code_hash
 
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["01_data", *TRAINING, "06_eval"]
@@ -82,7 +89,9 @@ def test_every_notebook_is_tested_and_starts_with_parameters():
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         first_code = next(c for c in nb.cells if c.cell_type == "code")
         assert "parameters" in first_code.metadata.get("tags", []), name
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: outputs not cleared"
+        clean = nbformat.read(clean_copy(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb"), as_version=4)
+        assert code_hash(clean) == code_hash(nb), name
+        assert all(not c.outputs and c.execution_count is None for c in clean.cells if c.cell_type == "code"), name
 
 
 def test_training_notebooks_share_one_step():

@@ -135,8 +135,11 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
 
     A notebook cell run again replaces its own run: ``--overwrite_output_dir`` (unless ``flags``
     resume one), so the scores, curves and examples that follow are the new run's.
-    Raises ``RuntimeError`` with the end of the job's output when it fails.
+    Raises :class:`glmlab.notebooks.jobs.JobFailed` (a ``RuntimeError``) when it fails, its message the job's
+    own error line (``lora: glmlab.train: error: --train_path ...:1: empty file, no samples``).
     """
+    from glmlab.notebooks.jobs import JobFailed
+
     from glmlab.args import TrainArgs, to_argv
     from glmlab.launch import PACKAGE_PARENT, free_port
 
@@ -151,7 +154,7 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
-        raise RuntimeError(f"{run_dir.name}: training failed ({proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise JobFailed(run_dir.name, proc.returncode, proc.stdout, proc.stderr)
     for line in proc.stdout.splitlines():
         if "trainable params" in line or "samples," in line or "samples per epoch" in line or line.startswith("warning"):
             print(line)

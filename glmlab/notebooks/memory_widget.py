@@ -179,7 +179,9 @@ class Calculator:
                 "pipeline_stages": w.IntSlider(value=v.get("pipeline_stages", 0), min=0, max=28, description="pipeline"),
                 "micro_batches": w.IntSlider(value=v.get("micro_batches", 8), min=1, max=64, description="micro-batches"),
             }
-            table = w.HTML(breakdown_html(v))
+            # The table (or a long "No estimate" message) takes the room left and wraps inside it; the two
+            # columns of controls keep their width (flex: none), so no drop-down arrow or slider value is cut.
+            table = w.HTML(breakdown_html(v), layout=w.Layout(flex="1 1 18em", min_width="18em", max_width="42em"))
 
             def update(_change=None) -> None:
                 self.values.update(
@@ -190,12 +192,16 @@ class Calculator:
             for control in controls.values():
                 control.observe(update, names="value")
             names = list(controls)
+            column = w.Layout(flex="none", overflow="visible")
+            for name in names[6:]:  # the sliders' labels ("micro-batches") whole, not cut to "micro-bat..."
+                controls[name].style.description_width = "96px"
             return w.HBox(
                 [
-                    w.VBox([controls[n] for n in names[:6]]),
-                    w.VBox([controls[n] for n in names[6:]]),
+                    w.VBox([controls[n] for n in names[:6]], layout=column),
+                    w.VBox([controls[n] for n in names[6:]], layout=column),
                     table,
-                ]
+                ],
+                layout=w.Layout(flex_flow="row wrap", align_items="flex-start"),  # a narrow page puts the table below
             )
         except Exception:  # noqa: BLE001 -- a widget problem must never stop a notebook: fall back to the table
             return None
