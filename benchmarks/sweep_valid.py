@@ -66,6 +66,32 @@ def run_key(row: dict[str, Any]) -> tuple:
             row["learning_rate"], row["epochs"], row.get("max_steps"), row["seed"])
 
 
+def novelty_scores(predictions: str | Path) -> dict[str, dict[str, float]]:
+    """Triple F1 on the validation records of each kind of novelty (a record may be of several kinds):
+    ``pair`` holds a validation-only pair, ``form`` a validation-only part-fault form, ``opening`` opens
+    with a validation-only opening; ``none_new_form`` holds neither a new form nor a new opening."""
+    from glmlab import synth
+    from glmlab.predict import score
+
+    rows = [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines()]
+    parts, perf = synth.valid_pairs()
+    new = {f"{p}_部件故障_{f}" for p, f in parts} | {f"{i}_性能故障_{b}" for i, b in perf}
+    markers = [synth._form_marker(f) for f in synth.VALID_TEMPLATES]
+    kinds = {
+        "pair": lambda r: bool(set(r["output"].split("\n")) & new),
+        "form": lambda r: any(m in r["input"] for m in markers),
+        "opening": lambda r: r["input"].startswith(synth.VALID_OPENINGS),
+    }
+    kinds["none_new_form"] = lambda r: not (kinds["form"](r) or kinds["opening"](r))
+    out = {}
+    for kind, test in kinds.items():
+        subset = [r for r in rows if test(r)]
+        if subset:
+            result = score(subset, [r["prediction"] for r in subset]) or {}
+            out[kind] = {"f1": result.get("f1"), "n": len(subset)}
+    return out
+
+
 def choose(rows: list[dict], defaults: dict[str, float]) -> dict[str, Any]:
     """Per method and budget the best rate on validation; the best budget; see the module docstring."""
     f1: dict[tuple[str, int, float], list[float]] = {}
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         chosen = choose(rows, defaults)
-        record = {"command": "python benchmarks/sweep_valid.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        record = {"command": " ".join(["python benchmarks/sweep_valid.py", *(argv if argv is not None else sys.argv[1:])]),
                   "mode": args.mode, "base": base.name, "train": train_path.name, "scored_on": valid_path.name,
                   "data": data, "grid": grid, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": args.seeds,
                   "chosen": chosen,
@@ -137,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
                     flags = {**methods[label], "learning_rate": rate}
                     row = {"mode": args.mode, "base": base.name, "data": data, "flags": methods[label], "variant": label,
                            "learning_rate": rate, "epochs": epochs, "max_steps": args.max_steps, "seed": seed}
+                    run_dir = Path(setup.output_dir) / f"{label}-lr{rate:g}"
                     if run_key(row) in done:
                         rows.append(done[run_key(row)])
+                        if "f1_by_novelty" not in rows[-1] and (run_dir / "predictions.jsonl").is_file():
+                            rows[-1]["f1_by_novelty"] = novelty_scores(run_dir / "predictions.jsonl")
                         print(f"{label} lr {rate:g}, {epochs} epochs, seed {seed}: reused, validation F1 {rows[-1]['f1']:.3f}")
                         continue
                     start = time.perf_counter()
                     result = experiment.run_method(f"{label}-lr{rate:g}", flags, setup)
                     row.update(f1=result["f1"], sample_f1=result["sample_f1"], steps=result["steps"],
                                first_loss=result["first_loss"], final_loss=result["final_loss"],
-                               wall_s=round(time.perf_counter() - start, 1))
+                               wall_s=round(time.perf_counter() - start, 1),
+                               f1_by_novelty=novelty_scores(result["predictions"]))
                     rows.append(row)
                     save()  # a finished run is kept even if a later one fails
 
@@ -153,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(rows, defaults)
     print(f"\nvalidation sweep ({valid_path.name}, {len(valid_path.read_text().splitlines())} records; "
           f"base {base.name}, seeds {args.seeds}):")
-    print(f"{'method':<10} {'epochs':>6} {'rate':>8} {'valid F1':>9} {'final loss':>10}")
+    kinds = ("pair", "form", "opening", "none_new_form")
+    print(f"{'method':<10} {'epochs':>6} {'rate':>8} {'valid F1':>9} {'final loss':>10}  "
+          + "  ".join(f"{k} (n)" for k in kinds))
     for row in sorted(rows, key=lambda r: (r["variant"], r["epochs"], r["learning_rate"], r["seed"])):
         loss = "" if row["final_loss"] is None else f"{row['final_loss']:.3f}"
-        print(f"{row['variant']:<10} {row['epochs']:>6} {row['learning_rate']:>8g} {row['f1']:>9.3f} {loss:>10}")
+        by = row.get("f1_by_novelty", {})
+        print(f"{row['variant']:<10} {row['epochs']:>6} {row['learning_rate']:>8g} {row['f1']:>9.3f} {loss:>10}  "
+              + "  ".join(f"{by[k]['f1']:.3f} ({by[k]['n']})" if k in by else "-" for k in kinds))
     print(f"chosen budget: {chosen['epochs']} epochs (notebooks: {NOTEBOOK_EPOCHS})"
           + (f"; mean F1 by budget {chosen['mean_f1_by_epochs']}" if len(chosen["mean_f1_by_epochs"]) > 1 else ""))
     for label, pick in chosen["rates"].items():
