@@ -12,7 +12,7 @@
    the score line, and write everything to ``output_dir/quickstart.json``.
 
 Steps 3 and 4 are :func:`glmlab.notebooks.experiment.run_method` with notebook 04's default settings
-(:func:`setup` and :func:`lora_flags` are those defaults, and ``tests/test_quickstart.py`` checks that
+(:func:`setup` and :func:`lora_flags` are those defaults, and ``tests/test_published.py`` checks that
 they stay so): the quickstart's LoRA run *is* notebook 04's, which is how the test suite asserts the
 quickstart's F1 against its floor without training it a second time (``tests/published.py``).
 The same steps, with an official checkpoint folder, fine-tune the 6B models (see the notebooks).
