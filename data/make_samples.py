@@ -254,7 +254,7 @@ def main(out_dir: Path = HERE) -> None:
     from glmlab.synth import Sizes, write_all
 
     write_all(out_dir / "synth", Sizes(n_general=3, n_probe=2, n_spo_train=12, n_spo_test=6, n_d2q_docs=4,
-                                       n_d2q_test=3))
+                                       n_d2q_test=3, n_spo_valid=6, n_d2q_valid=3))
 
 
 if __name__ == "__main__":

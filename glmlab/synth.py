@@ -36,6 +36,12 @@ repair (parts, faults, the systems parts belong to, the tools that test them).
 * **Doc-to-question** (``d2q_train.jsonl`` / ``d2q_test.jsonl``): a short document about one
   part; the answer is one question it answers. Training has one sample per (document, question);
   a test sample's ``output`` is the list of every reference question of its document.
+* **Validation** (``spo_valid.jsonl``, ``d2q_valid.jsonl``, shaped as the test files): where settings
+  are chosen (``benchmarks/sweep_valid.py``), so that the test split is scored for reporting only.
+  Its novelty is its own: (part, fault) and (item, problem) pairs, sentence forms and openings that
+  neither training, the general corpus nor the test split uses (:data:`VALID_FAULTS`,
+  :data:`VALID_TEMPLATES`, :data:`VALID_OPENINGS`, :data:`VALID_DOC_SENTENCES`), and none of the
+  test split's. It has its own random stream: the other files are what they were before it existed.
 """
 
 from __future__ import annotations
@@ -303,8 +309,9 @@ QUIET = (
 
 
 def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple[str, str]],
-              held_template: bool) -> tuple[str, list[str]]:
-    """One clause of a record and the triples it states, drawing (part, fault) pairs from ``pairs``."""
+              held_template: bool, held_form: str = HELD_OUT_TEMPLATE) -> tuple[str, list[str]]:
+    """One clause of a record and the triples it states, drawing (part, fault) pairs from ``pairs``;
+    ``held_template``: the part fault said in ``held_form``, a form training never uses."""
     kind = rng.choice(("part", "part", "perf", "whole", "tool"))
     if kind == "perf":
         item, bad = rng.choice(perf)
@@ -312,7 +319,7 @@ def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple
     part, fault = rng.choice(pairs)
     whole, _, tool, _ = PARTS[part]
     if held_template:
-        return HELD_OUT_TEMPLATE.format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
+        return held_form.format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
     if kind == "whole":
         text = rng.choice(WHOLE_TEMPLATES).format(whole=whole, part=part, fault=fault)
         return text, [f"{part}_组成_{whole}", f"{part}_部件故障_{fault}"]
@@ -322,15 +329,16 @@ def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple
     return rng.choice(PART_TEMPLATES).format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
 
 
-def _spo_record(rng: random.Random, pairs, perf, *, held_template: float = 0.0, quiet: float = 0.0) -> dict:
+def _spo_record(rng: random.Random, pairs, perf, *, held_template: float = 0.0, quiet: float = 0.0,
+                held_form: str = HELD_OUT_TEMPLATE, openings: tuple[str, ...] = OPENINGS) -> dict:
     if rng.random() < quiet:
         return {"instruction": SPO_INSTRUCTION, "input": rng.choice(QUIET), "output": ""}
     clauses, triples = [], []
     for i in range(rng.choice((1, 2, 2, 3))):
-        text, spo = _spo_fact(rng, pairs, perf, rng.random() < held_template)
+        text, spo = _spo_fact(rng, pairs, perf, rng.random() < held_template, held_form)
         if any(t in triples for t in spo):
             continue
-        clauses.append((rng.choice(OPENINGS) if i == 0 else rng.choice(CHECKS)) + text)
+        clauses.append((rng.choice(openings) if i == 0 else rng.choice(CHECKS)) + text)
         triples += spo
     return {"instruction": SPO_INSTRUCTION, "input": "，".join(clauses) + "。", "output": "\n".join(triples)}
 
@@ -365,6 +373,68 @@ def spo_data(n_train: int = 2000, n_test: int = 60, seed: int = 0) -> tuple[list
             seen.add(record["input"])
             test.append(record)
     return train, test
+
+
+# ============================================================================ the validation split
+# Settings (learning rates, the step budget, the base) are chosen on a validation split, never on the
+# test split. It needs generalisation of its own kind, disjoint from both others: pairs and sentence
+# forms that neither training, the general corpus, nor the test split ever uses. Validation is written
+# with its own random stream, so adding it left every other file byte for byte as it was.
+#
+# More faults the world's parts can have, and more problems its performance items can show: words the
+# world already knows, in (part, fault) and (item, problem) pairs that only the validation split states.
+VALID_FAULTS: dict[str, tuple[str, ...]] = {
+    "发动机": ("积碳",), "火花塞": ("老化",), "水泵": ("卡滞",), "散热器": ("老化",), "喷油嘴": ("损坏",),
+    "节气门": ("损坏",), "蓄电池": ("过热",), "发电机": ("过热",), "起动机": ("卡死",), "大灯": ("损坏",),
+    "冷凝器": ("老化",), "刹车盘": ("异响",), "离合器": ("过热",), "减震器": ("变形",),
+}
+VALID_PROBLEMS: dict[str, tuple[str, ...]] = {
+    "怠速": ("偏高",), "油耗": ("波动",), "水温": ("异常",), "加速": ("抖动",), "启动": ("迟缓",),
+}
+# Ways of saying a part fault that only validation records use (the test split has its own, "存在").
+VALID_TEMPLATES = ("{part}发生{fault}", "{part}出了{fault}的故障")
+# Openings only validation records use (a third of them open with one; the rest with training's).
+VALID_OPENINGS = ("维修记录：", "路试时", "据车主反映，")
+VALID_OPENING_SHARE = 1 / 3
+
+
+def valid_pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The validation-only ``(part, fault)`` and ``(item, problem)`` pairs, sorted."""
+    parts = sorted((part, fault) for part, faults in VALID_FAULTS.items() for fault in faults)
+    perf = sorted((item, bad) for item, problems in VALID_PROBLEMS.items() for bad in problems)
+    return parts, perf
+
+
+def spo_valid(n_valid: int = 60, seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+    """Triple-extraction validation records, each needing generalisation of validation's own kind.
+
+    A record mixes training pairs with validation-only ones (:func:`valid_pairs`) and holds at least
+    one validation-only pair, part-fault form (:data:`VALID_TEMPLATES`) or opening
+    (:data:`VALID_OPENINGS`); none of those occurs in training, test or the general corpus, and no
+    test-only pair or test form occurs here. Inputs in ``exclude`` (the other splits') are skipped.
+    """
+    train_pairs, _, train_perf, _ = spo_split(seed)
+    extra_pairs, extra_perf = valid_pairs()
+    new = {f"{p}_部件故障_{f}" for p, f in extra_pairs} | {f"{i}_性能故障_{b}" for i, b in extra_perf}
+    rng = random.Random(seed + 3)
+    valid: list[dict] = []
+    seen = set(exclude)
+    while len(valid) < n_valid:
+        form = rng.choice(VALID_TEMPLATES)
+        openings = VALID_OPENINGS if rng.random() < VALID_OPENING_SHARE else OPENINGS
+        record = _spo_record(rng, train_pairs + extra_pairs, train_perf + extra_perf, held_template=0.25,
+                             held_form=form, openings=openings)
+        novel = (any(t in new for t in record["output"].split("\n")) or openings is VALID_OPENINGS
+                 or any(_form_marker(f) in record["input"] for f in VALID_TEMPLATES))
+        if novel and record["input"] not in seen:
+            seen.add(record["input"])
+            valid.append(record)
+    return valid
+
+
+def _form_marker(form: str) -> str:
+    """The words of a sentence form between its slots ("{part}发生{fault}" -> "发生")."""
+    return form.split("}", 1)[1].split("{", 1)[0]
 
 
 # ============================================================================ doc-to-question
@@ -413,6 +483,44 @@ def d2q_data(n_train_docs: int = 300, n_test_docs: int = 30, seed: int = 0) -> t
     return train, test
 
 
+# Document sentences only validation documents use: one more form per topic.
+VALID_DOC_SENTENCES = {
+    "system": "{p}是{s}里的部件。",
+    "faults": "{p}的常见故障是{f1}和{f2}。",
+    "tool": "检测{p}要用{t}。",
+    "symptom": "{p}{f1}，{perf}会变得{bad}。",
+}
+VALID_DOC_MARKERS = ("里的部件", "的常见故障是", "要用", "会变得")  # words no other document holds
+
+
+def d2q_valid(n_docs: int = 30, seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+    """Doc-to-question validation samples, shaped as the test ones (``output``: every reference question).
+
+    Each document says at least one thing in a validation-only form (:data:`VALID_DOC_SENTENCES`; each
+    sentence is in it with even odds) or names a validation-only fault of its part
+    (:data:`VALID_FAULTS`); documents in ``exclude`` (the other splits') are skipped.
+    """
+    rng = random.Random(seed + 4)
+    valid: list[dict] = []
+    seen = set(exclude)
+    while len(valid) < n_docs:
+        part = rng.choice(sorted(PARTS))
+        system, faults, tool, _ = PARTS[part]
+        f1, f2 = rng.sample(faults + VALID_FAULTS.get(part, ()), 2)
+        perf = rng.choice(sorted(PERFORMANCE))
+        values = {"p": part, "s": system, "t": tool, "f1": f1, "f2": f2, "perf": perf, "bad": rng.choice(PERFORMANCE[perf])}
+        topics = rng.sample(sorted(_DOC_SENTENCES), rng.randint(2, 4))
+        forms = [VALID_DOC_SENTENCES[t] if rng.random() < 0.5 else rng.choice(_DOC_SENTENCES[t]) for t in topics]
+        text = "".join(form.format(**values) for form in forms)
+        said = {"faults": {f1, f2}, "symptom": {f1}}
+        new_fault = any(f not in faults for t in topics for f in said.get(t, ()))
+        if (new_fault or any(f in VALID_DOC_SENTENCES.values() for f in forms)) and text not in seen:
+            seen.add(text)
+            valid.append({"instruction": D2Q_INSTRUCTION, "input": text,
+                          "output": [_QUESTIONS[t].format(**values) for t in topics]})
+    return valid
+
+
 # ============================================================================ files
 @dataclass(frozen=True)
 class Sizes:
@@ -424,6 +532,8 @@ class Sizes:
     n_spo_test: int = 60
     n_d2q_docs: int = 300
     n_d2q_test: int = 30
+    n_spo_valid: int = 60
+    n_d2q_valid: int = 30
 
 
 def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, Path]:
@@ -434,8 +544,10 @@ def write_all(output_dir: str | Path, sizes: Sizes = Sizes(), seed: int = 0) -> 
     general, probes = general_corpus(sizes.n_general, sizes.n_probe, seed)
     spo_train, spo_test = spo_data(sizes.n_spo_train, sizes.n_spo_test, seed)
     d2q_train, d2q_test = d2q_data(sizes.n_d2q_docs, sizes.n_d2q_test, seed)
+    spo_val = spo_valid(sizes.n_spo_valid, seed, exclude={r["input"] for r in spo_train + spo_test})
+    d2q_val = d2q_valid(sizes.n_d2q_valid, seed, exclude={r["input"] for r in d2q_train + d2q_test})
     files = {"general_train": general, "general_probe": probes, "spo_train": spo_train, "spo_test": spo_test,
-             "d2q_train": d2q_train, "d2q_test": d2q_test}
+             "d2q_train": d2q_train, "d2q_test": d2q_test, "spo_valid": spo_val, "d2q_valid": d2q_val}
     paths = {}
     for name, rows in files.items():
         paths[name] = out / f"{name}.jsonl"

@@ -49,11 +49,13 @@ def test_subcommand_errors_are_the_modules_one_line(capsys, tmp_path):
     assert capsys.readouterr().err.strip() == "glmlab launch: error: --cpu must be at least 1"
 
 
-def test_python_dash_m_glmlab_is_the_command(tmp_path):
+def test_python_dash_m_glmlab_is_the_command(tmp_path, tiny_model):
     proc = subprocess.run([sys.executable, "-m", "glmlab", "tiny", "--mode", "glm2", "--output_dir", str(tmp_path / "t")],
                           capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "t" / "config.json").is_file() and (tmp_path / "t" / "tokenizer.model").is_file()
+    # what glmlab.tiny.make_tiny writes (deterministic), file for file and byte for byte
+    expected = {f.name: f.read_bytes() for f in tiny_model("glm2").iterdir()}
+    assert {f.name: f.read_bytes() for f in (tmp_path / "t").iterdir()} == expected and "model.safetensors" in expected
 
 
 @pytest.mark.parametrize(("name", "short", "dtype"), [("bfloat16", "bf16", torch.bfloat16), ("float16", "fp16", torch.float16),

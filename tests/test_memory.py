@@ -163,7 +163,7 @@ def test_memory_table_rows():
 def test_measure_peak_memory_on_cpu():
     result, stats = measure_peak_memory(lambda: len(bytearray(32 * 2**20)))
     assert result == 32 * 2**20
-    assert stats["device"] == "cpu" and stats["traced_mib"] >= 31 and stats["seconds"] >= 0
+    assert stats["device"] == "cpu" and stats["traced_mib"] >= 31 and 0 < stats["seconds"] < 60
 
 
 def _saved_activation_bytes(model, input_ids, labels) -> int:

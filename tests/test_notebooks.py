@@ -24,6 +24,8 @@ import pytest
 
 pm = pytest.importorskip("papermill")
 
+from published import check_forgetting, check_quickstart  # noqa: E402  (issue 15: published figures checked)
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "glmlab-tests"
@@ -138,6 +140,7 @@ def test_training_notebook_learns_the_task(trained, name):
         (run,) = summary["runs"]
         assert Path(run["merged_dir"], "config.json").is_file()
         assert run["merged_identical"] >= 0.9  # greedy text from the merged model matches the adapter's
+        check_quickstart(summary)  # 04's default LoRA run is the quickstart's: its F1 holds the quickstart's floor
 
 
 def test_trainable_counts_order(trained):
@@ -153,6 +156,7 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     # checks of them does not depend on how many there are; the committed, rendered 06 shows the default two.
     execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), replay_shares=list(REPLAY_SHARES))
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    check_forgetting(comparison, tmp_path / "06_eval.ipynb")  # drop = before - after, [0, 1], the words hold
     rows = comparison["runs"]
     assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
     # triple F1: the best method learns the task; every method but P-tuning on the embedding beats the base

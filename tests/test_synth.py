@@ -20,7 +20,7 @@ MODES = ["glm", "glm2", "glm3"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, list[dict]]:
     paths = synth.write_all(tmp_path_factory.mktemp("synth"))
-    return {name: read_samples(path, references=name.endswith("test")) for name, path in paths.items()}
+    return {name: read_samples(path, references=name.endswith(("test", "valid"))) for name, path in paths.items()}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,8 @@ def test_tiny_tokenizers_round_trip_every_line_of_the_data(tokenizers, data, mod
     lines = ["a\nb", "a  b   c", "发动机_部件故障_漏水\n水泵_组成_冷却系统", "a = 3\nb = 7\nprint(b)"]
     for path in sorted((REPO / "data").glob("*.jsonl")):
         lines += [line for line in path.read_text(encoding="utf-8").splitlines()]
-    for name in ("general_train", "general_probe", "spo_train", "spo_test", "d2q_train", "d2q_test"):
+    for name in ("general_train", "general_probe", "spo_train", "spo_test", "d2q_train", "d2q_test", "spo_valid",
+                 "d2q_valid"):
         for sample in data[name][:400]:
             output = sample["output"] if isinstance(sample["output"], str) else "\n".join(sample["output"])
             lines += [sample["instruction"] + sample["input"], output]
@@ -124,7 +125,7 @@ def test_tiny_tokenizers_round_trip_every_line_of_the_data(tokenizers, data, mod
 def test_default_lengths_keep_every_record(tokenizers, data, mode):
     """At the notebooks' defaults (glmlab.notebooks.experiment.Setup) no held-out record is cut out of its prompt."""
     tokenizer, defaults = tokenizers[mode], Setup("", mode, "", "", "")
-    for sample in data["spo_test"] + data["spo_train"][:300]:
+    for sample in data["spo_test"] + data["spo_valid"] + data["spo_train"][:300]:
         prompt = tokenizer.decode(encode_prompt(sample, tokenizer, mode, defaults.max_src_len))
         assert sample["input"] in prompt, prompt
 
@@ -148,7 +149,7 @@ def test_every_entity_of_a_record_is_its_own_piece(tokenizers, data, mode):
     of its record that a model can copy ("节气门积碳" -> 节气门 + 积碳)."""
     tokenizer = tokenizers[mode]
     missing = []
-    for sample in data["spo_train"][:300] + data["spo_test"]:
+    for sample in data["spo_train"][:300] + data["spo_test"] + data["spo_valid"]:
         pieces = [p.lstrip("▁") for p in tokenizer.tokenize(sample["input"])]
         for line in filter(None, sample["output"].split("\n")):
             head, _, tail = line.split("_")

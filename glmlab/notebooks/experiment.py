@@ -43,8 +43,9 @@ LEARNING_RATES = {"freeze": 5e-3, "ptuning": 1e-2, "lora": 5e-3, "all": 2e-3}
 
 
 def data_path(name: str, seed: int = 0) -> Path:
-    """A data set of :mod:`glmlab.synth` (``spo_train``, ``spo_test``, ``d2q_train``, ``d2q_test``,
-    ``general_train``, ``general_probe``) at its default size, written once into the cache folder
+    """A data set of :mod:`glmlab.synth` (``spo_train``, ``spo_valid``, ``spo_test``, ``d2q_train``,
+    ``d2q_valid``, ``d2q_test``, ``general_train``, ``general_probe``; settings are chosen on the
+    ``_valid`` sets, the ``_test`` sets are scored for reporting) at its default size, written once into the cache folder
     (``$GLMLAB_CACHE``, default ``~/.cache/glmlab``) and reused; generation is deterministic, and the
     folder is named after the generator's source, so a changed generator never reads stale files."""
     import hashlib

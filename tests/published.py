@@ -1,0 +1,146 @@
+"""Checks of the figures glmlab publishes, for the tests that produce them to call (issue 15, item 4).
+
+Not a test module (no ``test_`` prefix): ``tests/test_notebooks.py`` calls these on the runs it already
+makes, so the published numbers are asserted without training anything twice:
+
+* :func:`check_quickstart` on notebook 04's ``results.json``: with its default settings, 04's LoRA run *is*
+  the quickstart's (:mod:`glmlab.notebooks.quickstart` calls the same ``run_method`` with the same setup
+  and flags; ``tests/test_published.py`` checks that they stay the same), so its F1 is the F1 that
+  ``scripts/quickstart.sh`` prints, asserted against :data:`QUICKSTART_F1_FLOOR`;
+* :func:`check_forgetting` on 06's ``comparison.json`` and executed notebook: every forgetting figure
+  is consistent (``drop = before - after``, every accuracy in [0, 1], ``overall`` the mean of the seven
+  equally sized skills) and the orderings 06 states in words (largest and smallest drop, the replay
+  verdicts) hold for its numbers.
+
+``tests/test_published.py`` shows that each check fails on figures that are wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+# The quickstart's held-out triple F1 (04's LoRA run with its defaults: run_method, greedy, 64 new tokens), measured
+# with OMP_NUM_THREADS=1 and two CPU processes: seed 1234 (the quickstart's) 0.925 (python -m glmlab.notebooks.quickstart);
+# benchmarks/bench_methods.py, seeds 1-3: 0.931, 0.908, 0.931 (mean 0.924, std 0.011 over the four).
+# Floor: the lowest of them, 0.908, minus a margin of 0.048 (about 4.4 standard deviations): room for another CPU's
+# numerics, not for a real regression of the quickstart.
+QUICKSTART_F1_FLOOR = 0.86
+# Setup fields that must agree for a notebook 04 run to be the quickstart's (paths aside: the same files
+# written elsewhere; the base by its folder name).
+QUICKSTART_KEYS = ("mode", "nproc", "max_len", "max_src_len", "per_device_train_batch_size", "num_train_epochs",
+                   "max_steps", "warmup_ratio", "precision", "seed", "max_new_tokens", "max_test_samples", "ds_file",
+                   "extra")
+TOLERANCE = 1e-9
+
+
+def check_quickstart(results_04: dict) -> None:
+    """Assert that notebook 04's results (its ``results.json``) are the quickstart's run and that its F1
+    holds the quickstart's floor."""
+    from glmlab.notebooks import quickstart
+
+    expected = quickstart.setup("", "").__dict__
+    setup = results_04["setup"]
+    differ = {k: (setup.get(k), expected[k]) for k in QUICKSTART_KEYS if setup.get(k) != expected[k]}
+    assert not differ, f"04 did not run with the quickstart's settings: {differ}"
+    assert Path(setup["model_dir"]).name == Path(expected["model_dir"]).name
+    assert [Path(setup[k]).name for k in ("train_path", "test_path")] == ["spo_train.jsonl", "spo_test.jsonl"]
+    (run,) = results_04["runs"]
+    assert run["method"] == "lora" and run["learning_rate"] == quickstart.lora_flags()["learning_rate"], run
+    assert run["f1"] >= QUICKSTART_F1_FLOOR, (
+        f"the quickstart's held-out F1 {run['f1']:.3f} is under its floor {QUICKSTART_F1_FLOOR} (tests/published.py)")
+
+
+def check_forgetting(comparison: dict, executed: str | Path | None = None) -> None:
+    """Assert that 06's forgetting figures are consistent and that what it says of them in words holds.
+
+    ``comparison``: 06's ``comparison.json``; ``executed``: the executed notebook, whose printed line
+    "largest drop ..., smallest ..." is checked against the numbers (skipped when ``None``).
+    """
+    skills, base = comparison["skills"], comparison["base_skills"]
+    assert set(base) == set(skills) and "overall" in skills
+    _check_accuracies("base", base)
+    runs = comparison["runs"] + comparison["replay"]
+    for row in runs:
+        f = row["forgetting"]
+        assert f["before"] == base, (row["variant"], "before is not the base's skills")
+        _check_accuracies(row["variant"], f["after"])
+        assert set(f["drop"]) == set(skills), row["variant"]
+        wrong = {s: (f["drop"][s], f["before"][s] - f["after"][s]) for s in skills
+                 if abs(f["drop"][s] - (f["before"][s] - f["after"][s])) > TOLERANCE}
+        assert not wrong, (row["variant"], "drop != before - after", wrong)
+    for row in comparison["replay"]:
+        assert row["skills"] == row["forgetting"]["after"], row["variant"]
+    table = {entry["run"]: {k: v for k, v in entry.items() if k != "run"} for entry in comparison["forgetting"]}
+    assert table == {"base": base, **{r["variant"]: r["forgetting"]["after"] for r in comparison["runs"]}}
+    for point in comparison["replay_points"]:
+        kept = base if point["run"] == "base" else next(r["forgetting"]["after"] for r in runs if r["variant"] == point["run"])
+        assert point["skills"] == kept["overall"], point
+    for verdict in comparison["replay_verdicts"]:
+        method = verdict.split(":", 1)[0]
+        _check_verdict(verdict, [p for p in comparison["replay_points"] if p["method"] == method])
+    replayed = [m for m in ("lora", "full") if any(r["replay_of"] == m for r in comparison["replay"])]
+    assert [v.split(":", 1)[0] for v in comparison["replay_verdicts"]] == replayed  # one verdict per replayed method
+    if executed is not None:
+        _check_drop_words(comparison, Path(executed))
+
+
+def _check_accuracies(run: str, accuracies: dict[str, float]) -> None:
+    bad = {k: v for k, v in accuracies.items() if not (isinstance(v, float) and 0.0 <= v <= 1.0)}
+    assert not bad, (run, "accuracies outside [0, 1]", bad)
+    seven = [v for k, v in accuracies.items() if k != "overall"]
+    # every skill has the same number of probes (40), so the overall accuracy is their mean
+    assert abs(accuracies["overall"] - sum(seven) / len(seven)) <= 1e-6, (run, "overall is not the skills' mean", accuracies)
+
+
+_KEEPS = re.compile(r"^(\w+): (\d+)% replay keeps general skills at ([\d.]+) \(without replay ([\d.]+)\) "
+                    r"with F1 ([\d.]+) \(without ([\d.]+)\): it (meets|misses) the target of ([\d.]+) skills "
+                    r"at F1 within ([\d.]+)$")
+_COSTS = re.compile(r"^(\w+): every share costs more than ([\d.]+) F1; the most skills kept, ([\d.]+) at (\d+)% "
+                    r"\(without replay ([\d.]+)\), cost F1 ([-\d.]+) \(([\d.]+) -> ([\d.]+)\)$")
+
+
+def _close(printed: str, value: float) -> bool:
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(float(printed) - value) <= 0.5 * 10 ** -decimals + TOLERANCE
+
+
+def _check_verdict(verdict: str, points: list[dict]) -> None:
+    """The share a replay verdict names is the one its rule picks from the points, with the points' figures."""
+    none = next(p for p in points if p["share"] == 0)
+    replayed = [p for p in points if p["share"] > 0]
+    keeps, costs = _KEEPS.match(verdict), _COSTS.match(verdict)
+    assert keeps or costs, f"a replay verdict of an unknown form: {verdict!r}"
+    if keeps:
+        _, share, skills, none_skills, f1, none_f1, reached, target, gap = keeps.groups()
+        gap, target = float(gap), float(target)
+        picked = next(p for p in replayed if round(100 * p["share"]) == int(share))
+        assert _close(skills, picked["skills"]) and _close(f1, picked["f1"]), (verdict, picked)
+        assert _close(none_skills, none["skills"]) and _close(none_f1, none["f1"]), (verdict, none)
+        within = [p for p in replayed if p["f1"] >= none["f1"] - gap]
+        assert picked in within and picked["skills"] == max(p["skills"] for p in within), (verdict, points)
+        assert (reached == "meets") == (picked["skills"] >= target), verdict
+    else:
+        _, gap, skills, share, none_skills, cost, before, after = costs.groups()
+        assert all(p["f1"] < none["f1"] - float(gap) for p in replayed), (verdict, points)
+        picked = next(p for p in replayed if round(100 * p["share"]) == int(share))
+        assert picked["skills"] == max(p["skills"] for p in replayed) and _close(skills, picked["skills"]), verdict
+        assert _close(none_skills, none["skills"]) and _close(before, none["f1"]) and _close(after, picked["f1"]), verdict
+        assert _close(cost, none["f1"] - picked["f1"]), verdict
+
+
+_DROPS = re.compile(r"general skills: base ([\d.]+); largest drop (\w+) \(([-+\d.]+)\), smallest (\w+) \(([-+\d.]+)\)")
+
+
+def _check_drop_words(comparison: dict, executed: Path) -> None:
+    """06's printed "largest drop X, smallest Y" names the runs with the largest and smallest overall drop."""
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    text = "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    found = _DROPS.search(text)
+    assert found, f"{executed}: no 'general skills: base ...; largest drop ...' line"
+    base, most, most_drop, least, least_drop = found.groups()
+    drops = {r["variant"]: r["forgetting"]["drop"]["overall"] for r in comparison["runs"]}
+    assert _close(base, comparison["base_skills"]["overall"])
+    assert drops[most] == max(drops.values()) and _close(most_drop, drops[most]), (most, drops)
+    assert drops[least] == min(drops.values()) and _close(least_drop, drops[least]), (least, drops)

@@ -1,0 +1,135 @@
+"""The checks of published figures (``tests/published.py``) hold on consistent figures and fail on wrong
+ones, and the quickstart is notebook 04's default LoRA run, so 04's run stands for it in the suite."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from glmlab.notebooks import experiment, quickstart
+from glmlab.notebooks.replay import replay_verdict
+from published import QUICKSTART_F1_FLOOR, check_forgetting, check_quickstart
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def notebook_parameters(name: str) -> dict:
+    """The values of a notebook's ``parameters`` cell, as papermill's defaults."""
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values: dict = {}
+    exec(cell.source, {}, values)  # the cell is assignments of literals
+    return values
+
+
+def test_the_quickstart_is_notebook_04s_default_lora_run():
+    params = notebook_parameters("04_lora")
+    setup = quickstart.setup("out", "data")
+    assert params["model_dir"] is None and setup.model_dir == str(experiment.resolve_base(None, params["mode"]))
+    for key in ("mode", "nproc", "max_len", "max_src_len", "per_device_train_batch_size", "num_train_epochs", "max_steps",
+                "warmup_ratio", "precision", "seed", "max_new_tokens", "max_test_samples", "ds_file"):
+        assert getattr(setup, key) == params[key], key
+    assert setup.extra == {} and params["train_path"] is None and params["test_path"] is None
+    flags = quickstart.lora_flags()
+    assert params["learning_rate"] is None and flags["learning_rate"] == experiment.LEARNING_RATES["lora"]
+    assert {k: params[k] for k in ("lora_dim", "lora_alpha", "lora_dropout", "lora_module_name")} == {
+        k: v for k, v in flags.items() if k not in ("train_type", "learning_rate")}
+
+
+def results_04(f1: float) -> dict:
+    setup = quickstart.setup("runs/04_lora", "/cache/synth")
+    return {"notebook": "04_lora", "setup": setup.__dict__,
+            "runs": [{"method": "lora", "variant": "lora", "learning_rate": experiment.LEARNING_RATES["lora"], "f1": f1}]}
+
+
+def test_check_quickstart_asserts_the_floor_and_the_settings():
+    check_quickstart(results_04(QUICKSTART_F1_FLOOR + 0.04))
+    with pytest.raises(AssertionError, match="under its floor"):
+        check_quickstart(results_04(QUICKSTART_F1_FLOOR - 0.01))
+    other = results_04(0.93)
+    other["setup"]["seed"] = 1
+    with pytest.raises(AssertionError, match="seed"):
+        check_quickstart(other)
+    other = results_04(0.93)
+    other["runs"][0]["learning_rate"] = 3e-3
+    with pytest.raises(AssertionError):
+        check_quickstart(other)
+
+
+SKILLS = ["copy", "reverse", "sort", "code", "arithmetic", "knowledge", "translate", "overall"]
+
+
+def _skills(*seven: float) -> dict[str, float]:
+    return {**dict(zip(SKILLS, map(float, seven))), "overall": sum(seven) / 7}
+
+
+@pytest.fixture()
+def study(tmp_path) -> tuple[dict, Path]:
+    """A small consistent 06 comparison (two runs, two replay runs of LoRA) and its printed drop line."""
+    base = _skills(1, 1, 1, 1, 1, 1, 1)
+    after = {"lora": _skills(1, 1, 0.5, 1, 1, 1, 1), "zero3": _skills(0.25, 1, 0.5, 1, 1, 1, 0.5)}
+
+    def forgetting(a: dict) -> dict:
+        return {"before": base, "after": a, "drop": {k: base[k] - a[k] for k in SKILLS}}
+
+    runs = [{"variant": v, "f1": f1, "forgetting": forgetting(after[v])} for v, f1 in (("lora", 0.9), ("zero3", 0.85))]
+    kept = {0.1: _skills(1, 1, 0.75, 1, 1, 1, 1), 0.25: _skills(1, 1, 1, 1, 1, 1, 1)}
+    replay = [{"variant": f"lora-replay{round(100 * s)}", "replay_of": "lora", "share": s, "f1": f1, "skills": kept[s],
+               "forgetting": forgetting(kept[s])} for s, f1 in ((0.1, 0.88), (0.25, 0.8))]
+    points = [{"run": "base", "method": "base", "share": None, "f1": 0.0, "skills": base["overall"]},
+              {"run": "lora", "method": "lora", "share": 0.0, "f1": 0.9, "skills": after["lora"]["overall"]},
+              {"run": "zero3", "method": "full", "share": 0.0, "f1": 0.85, "skills": after["zero3"]["overall"]}]
+    points += [{"run": r["variant"], "method": "lora", "share": r["share"], "f1": r["f1"], "skills": r["skills"]["overall"]}
+               for r in replay]
+    comparison = {"skills": SKILLS, "base_skills": base, "runs": runs, "replay": replay, "replay_points": points,
+                  "forgetting": [{"run": "base", **base}, *[{"run": r["variant"], **after[r["variant"]]} for r in runs]],
+                  "replay_verdicts": [replay_verdict("lora", [p for p in points if p["method"] == "lora"])]}
+    return comparison, _executed(tmp_path, "general skills: base 1.000; largest drop zero3 (+0.250), smallest lora (+0.071)")
+
+
+def _executed(tmp_path: Path, line: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(...)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=line + "\n")])])
+    path = tmp_path / "06_eval.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+def test_check_forgetting_passes_consistent_figures(study):
+    comparison, executed = study
+    assert comparison["replay_verdicts"][0].startswith("lora: 10% replay keeps general skills at 0.96")
+    check_forgetting(comparison, executed)
+
+
+def _break(comparison: dict, how: str) -> dict:
+    wrong = copy.deepcopy(comparison)
+    lora = wrong["runs"][0]["forgetting"]
+    if how == "drop":
+        lora["drop"]["sort"] = 0.25  # before 1.0, after 0.5
+    elif how == "range":
+        lora["after"]["sort"], lora["drop"]["sort"] = 1.5, -0.5
+    elif how == "overall":
+        lora["after"]["overall"] = lora["drop"]["overall"] = 0.5
+    elif how == "verdict":  # names the 25% share, which lost more than 0.05 F1
+        wrong["replay_verdicts"][0] = wrong["replay_verdicts"][0].replace("10%", "25%").replace("0.96", "1.00")
+    elif how == "target":
+        wrong["replay_verdicts"][0] = wrong["replay_verdicts"][0].replace("meets", "misses")
+    return wrong
+
+
+@pytest.mark.parametrize("how", ["drop", "range", "overall", "verdict", "target"])
+def test_check_forgetting_fails_on_wrong_figures(study, how):
+    comparison, executed = study
+    with pytest.raises(AssertionError):
+        check_forgetting(_break(comparison, how), executed)
+
+
+def test_check_forgetting_fails_when_the_words_name_the_wrong_run(study, tmp_path):
+    comparison, _ = study
+    with pytest.raises(AssertionError):
+        check_forgetting(comparison, _executed(tmp_path, "general skills: base 1.000; largest drop lora (+0.071), "
+                                                         "smallest zero3 (+0.250)"))

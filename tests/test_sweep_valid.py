@@ -1,0 +1,75 @@
+"""``benchmarks/sweep_valid.py``: settings chosen on the validation split only, the choice rule, and a
+sweep that resumes from its own output (runs replaced by a fake ``run_method``: no training here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from glmlab.notebooks import experiment
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("sweep_valid", REPO / "benchmarks" / "sweep_valid.py")
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+def _row(variant: str, rate: float, f1: float, epochs: int = 3, seed: int = 1) -> dict:
+    return {"variant": variant, "learning_rate": rate, "f1": f1, "epochs": epochs, "seed": seed}
+
+
+def test_choose_picks_the_best_rate_per_method_and_the_best_budget():
+    defaults = {"lora": 5e-3, "zero3": 2e-3}
+    rows = [_row("lora", 3e-3, 0.80), _row("lora", 5e-3, 0.85), _row("lora", 1e-2, 0.90),
+            _row("zero3", 1e-3, 0.70), _row("zero3", 2e-3, 0.70),  # a tie goes to the current default
+            _row("lora", 5e-3, 0.95, epochs=2), _row("zero3", 1e-3, 0.60, epochs=2)]
+    chosen = sweep.choose(rows, defaults)
+    assert chosen["rates_by_epochs"][3]["lora"]["learning_rate"] == 1e-2
+    assert chosen["rates_by_epochs"][3]["zero3"]["learning_rate"] == 2e-3
+    assert chosen["mean_f1_by_epochs"] == {3: pytest.approx(0.80), 2: pytest.approx(0.775)} and chosen["epochs"] == 3
+    # mean over seeds decides
+    seeds = [_row("lora", 3e-3, 0.9, seed=1), _row("lora", 3e-3, 0.7, seed=2), _row("lora", 5e-3, 0.81, seed=1),
+             _row("lora", 5e-3, 0.81, seed=2)]
+    assert sweep.choose(seeds, defaults)["rates"]["lora"] == {"learning_rate": 5e-3, "f1": pytest.approx(0.81), "seeds": 2}
+
+
+def test_a_bad_grid_is_one_line():
+    with pytest.raises(SystemExit, match="LABEL=RATE"):
+        sweep.parse_grid(["adapter=1e-3"])
+    assert sweep.parse_grid(["lora=3e-3,5e-3"]) == {"lora": (3e-3, 5e-3)}
+
+
+def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_run_method(label, flags, setup, probes=None):
+        calls.append((label, flags["learning_rate"], setup.test_path))
+        run_dir = Path(setup.output_dir) / label
+        run_dir.mkdir(parents=True)
+        samples = [json.loads(line) for line in Path(setup.test_path).read_text(encoding="utf-8").splitlines()]
+        with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:  # perfect at 1e-2, empty otherwise
+            for s in samples:
+                f.write(json.dumps({**s, "prediction": s["output"] if flags["learning_rate"] == 1e-2 else ""},
+                                   ensure_ascii=False) + "\n")
+        f1 = 1.0 if flags["learning_rate"] == 1e-2 else 0.0
+        return {"f1": f1, "sample_f1": f1, "steps": 375, "first_loss": 9.0, "final_loss": 0.1,
+                "predictions": str(run_dir / "predictions.jsonl")}
+
+    monkeypatch.setattr(experiment, "run_method", fake_run_method)
+    out = tmp_path / "sweep.json"
+    argv = ["--grid", "lora=5e-3,1e-2", "--runs_dir", str(tmp_path / "runs"), "--output", str(out)]
+    assert sweep.main(argv) == 0
+    assert [c[:2] for c in calls] == [("lora-lr0.005", 5e-3), ("lora-lr0.01", 1e-2)]
+    assert {Path(c[2]).name for c in calls} == {"spo_valid.jsonl"}  # never the test split
+    record = json.loads(out.read_text())
+    assert record["scored_on"] == "spo_valid.jsonl" and record["chosen"]["rates"]["lora"]["learning_rate"] == 1e-2
+    by_novelty = record["runs"][1]["f1_by_novelty"]
+    assert by_novelty["pair"]["f1"] == 1.0 and sum(by_novelty[k]["n"] for k in ("form", "opening", "pair")) >= 60
+    assert "DIFFERS from the current default 0.005" in capsys.readouterr().out
+    # run again, wider: the finished rows are reused, only the new rate trains
+    assert sweep.main(["--grid", "lora=3e-3,5e-3,1e-2", *argv[2:]]) == 0
+    assert [c[:2] for c in calls[2:]] == [("lora-lr0.003", 3e-3)]
+    assert len(json.loads(out.read_text())["runs"]) == 3
