@@ -328,11 +328,14 @@ def _still_there(row: dict) -> bool:
     return newest == checkpoint and read_info(checkpoint).get("run_id") == row.get("run_id")
 
 
-def examples(setup: Setup, runs: list[dict], n: int = 3) -> list[dict]:
-    """The first ``n`` test samples: input, reference and each run's prediction, side by side."""
+def examples(setup: Setup, runs: list[dict], n: int = 3, base: dict | None = None) -> list[dict]:
+    """The first ``n`` test samples: input, reference and each run's prediction, side by side; with ``base``
+    (:func:`base_row`'s row) the untrained base's own prediction first, so before and after read together."""
     predictions = {row["variant"]: [json.loads(line)["prediction"]
                                     for line in Path(row["predictions"]).read_text(encoding="utf-8").splitlines()]
                    for row in runs}
+    if base is not None:
+        predictions = {"base": list(base["predictions"]), **predictions}
     from glmlab.data import read_samples
 
     samples = read_samples(setup.test_path, references=True)[:n]
