@@ -128,3 +128,17 @@ def test_bad_parameters_stop_the_setup_in_one_line(tmp_path, overrides, message)
     (line,) = err.value._render_traceback_()
     assert line.startswith(message.format(EMPTY=empty)), line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_job_raises_its_own_error_line(tmp_path, tiny_model):
+    """The launcher refuses an empty training file; the notebook's exception is that line, not an exit status."""
+    from glmlab.notebooks import experiment
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    flags = {"train_path": str(empty), "model_name_or_path": str(tiny_model("glm")), "mode": "glm",
+             "train_type": "lora", "precision": "fp32"}
+    with pytest.raises(experiment.JobError) as err:
+        experiment.launch(flags, tmp_path / "run", nproc=1)
+    assert str(err.value).startswith("run: ") and f"{empty}:1: empty file, no samples" in str(err.value)
+    assert "\n" not in str(err.value)

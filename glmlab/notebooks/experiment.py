@@ -130,12 +130,30 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+class JobError(RuntimeError):
+    """A launched training job failed; the message is the job's own error line (shown without a traceback)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this line instead of the traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
+def job_error_line(stderr: str, returncode: int) -> str:
+    """The line that says why a job failed: its last ``...: error: ...`` line (``glmlab.train: error: --train_path
+    ...:1: empty file, no samples``), else its last line of output, else the exit status."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if ": error: " in line or line.startswith("error: "):
+            return line
+    return lines[-1] if lines else f"training failed (exit {returncode})"
+
+
 def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     """Train with ``flags`` into ``run_dir`` through ``glmlab launch``; returns the wall time (s).
 
     A notebook cell run again replaces its own run: ``--overwrite_output_dir`` (unless ``flags``
     resume one), so the scores, curves and examples that follow are the new run's.
-    Raises ``RuntimeError`` with the end of the job's output when it fails.
+    Raises :class:`JobError` (a ``RuntimeError``) whose message is the job's own error line when it fails (its last
+    lines of output are printed first).
     """
     from glmlab.args import TrainArgs, to_argv
     from glmlab.launch import PACKAGE_PARENT, free_port
@@ -151,7 +169,8 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
-        raise RuntimeError(f"{run_dir.name}: training failed ({proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        print("\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))  # the job's last words, for the record
+        raise JobError(f"{run_dir.name}: {job_error_line(proc.stderr, proc.returncode)}")
     for line in proc.stdout.splitlines():
         if "trainable params" in line or "samples," in line or "samples per epoch" in line or line.startswith("warning"):
             print(line)
