@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPO_TEST, SPO_TRAIN, run_job, subprocess_env
+from conftest import REPO, SPO_TEST, SPO_TRAIN, run_job
 
 STEPS = 6  # DeepSpeed's warm-up runs the first two at rate 0; four steps change the weights
 SMALL = {"max_len": 64, "max_src_len": 48, "per_device_train_batch_size": 4, "num_train_epochs": 1,

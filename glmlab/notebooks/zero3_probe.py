@@ -10,7 +10,8 @@ and writes what it holds:
   ``stage3_param_persistence_threshold`` elements are not worth partitioning);
 * the optimizer: its class, and the fp32 master partition and Adam moments of this rank, with their device.
 
-About ten CPU seconds per rank and config on the small base (mostly imports and encoding the data); ``python -m glmlab.notebooks.zero3_probe --rank R ...`` is the per-rank entry.
+About ten CPU seconds per rank and config on the small base (mostly imports and encoding the data).
+``python -m glmlab.notebooks.zero3_probe --rank R ...`` is the per-rank entry.
 """
 
 from __future__ import annotations
