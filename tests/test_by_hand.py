@@ -142,3 +142,32 @@ def test_a_failed_job_raises_its_own_error_line(tmp_path, tiny_model):
         experiment.launch(flags, tmp_path / "run", nproc=1)
     assert str(err.value).startswith("run: ") and f"{empty}:1: empty file, no samples" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_zero3_probe_sees_each_rank_hold_half(tmp_path):
+    """05's probe: two ranks split a partitioned tensor in halves that add up to it, each stepping its half of
+    the fp32 master weights; offload swaps torch's AdamW for DeepSpeed's CPU Adam."""
+    from glmlab.args import TrainArgs
+    from glmlab.notebooks import zero3_probe
+    from glmlab.notebooks.pretrained import base_model_dir
+
+    args = TrainArgs(train_path=str(SPO_TRAIN), model_name_or_path=str(base_model_dir("glm")), mode="glm",
+                     train_type="all", output_dir=str(tmp_path / "out"), max_len=64, max_src_len=48,
+                     per_device_train_batch_size=4, precision="fp32", learning_rate=1e-3)
+    configs = ["ds_zero3_no_offload.json", "ds_zero3_offload.json"]
+    reports = zero3_probe.probe(args, configs, nproc=2)
+    rows = zero3_probe.partition_rows(reports)
+    split = [r for r in rows if not r["whole_on_every_rank"]]
+    assert split, rows  # the small base's word embedding (163,840) is above the persistence threshold (100,000)
+    for config in configs:
+        for name in {r["parameter"] for r in split}:
+            halves = [r for r in split if r["ds_file"] == config and r["parameter"] == name]
+            assert [r["rank"] for r in halves] == [0, 1]
+            assert sum(r["this_rank_holds"] for r in halves) == halves[0]["full"]
+            assert all(r["materialised_between_steps"] == 0 for r in halves)
+    optimizers = {(r["ds_file"], r["rank"]): r for r in zero3_probe.optimizer_rows(reports)}
+    total = sum(p["full"] for p in reports[configs[0]][0]["params"])
+    for config, optimizer in zip(configs, ("AdamW", "DeepSpeedCPUAdam")):
+        assert {optimizers[config, rank]["optimizer"] for rank in (0, 1)} == {optimizer}
+        assert sum(optimizers[config, rank]["fp32_master"] for rank in (0, 1)) >= total
+        assert all(optimizers[config, rank]["exp_avg"] == optimizers[config, rank]["fp32_master"] for rank in (0, 1))

@@ -1,16 +1,16 @@
 """A ZeRO-3 partition seen from inside: ``nproc`` CPU processes build the run's engine and report their shares.
 
-Notebook 05 calls :func:`probe`: for each DeepSpeed config it starts ``nproc`` processes of this module (one
-per rank, a gloo process group on the CPU); each builds the model and DeepSpeed engine exactly as the in-kernel
-loop does (:mod:`glmlab.notebooks.by_hand`, hence as ``glmlab.train.setup`` does), takes one optimizer step,
-and writes what it holds:
+Notebook 05 calls :func:`probe`: it starts ``nproc`` processes of this module (one per rank, a gloo process
+group on the CPU); for each DeepSpeed config in turn, each builds the model and DeepSpeed engine exactly as the
+in-kernel loop does (:mod:`glmlab.notebooks.by_hand`, hence as ``glmlab.train.setup`` does), takes one
+optimizer step, and writes what it holds:
 
 * per parameter: its full size (``ds_numel``), this rank's share (``ds_tensor``) and where the share lives,
   and whether ZeRO-3 keeps it whole on every rank (``ds_persist``: tensors under
   ``stage3_param_persistence_threshold`` elements are not worth partitioning);
 * the optimizer: its class, and the fp32 master partition and Adam moments of this rank, with their device.
 
-About ten CPU seconds per rank and config on the small base (mostly imports and encoding the data).
+About 20 CPU seconds in all for two ranks and two configs on the small base (mostly imports and the data).
 ``python -m glmlab.notebooks.zero3_probe --rank R ...`` is the per-rank entry.
 """
 
@@ -78,13 +78,9 @@ def _rank_main(argv: list[str] | None = None) -> int:
 
 
 def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float = 300) -> dict[str, list[dict]]:
-    """Run ``nproc`` ranks on the CPU for each of ``ds_files`` (ZeRO-3 configs; one process group each) with the
-    run's ``args``; returns ds_file -> one report per rank (see the module docstring). Raises ``RuntimeError``
-    with a rank's last output line if one fails."""
-    return {ds_file: _probe_one(args, ds_file, nproc, timeout) for ds_file in ds_files}
-
-
-def _probe_one(args: TrainArgs, ds_file: str, nproc: int, timeout: float) -> list[dict]:
+    """Run ``nproc`` ranks on the CPU (one process group; each rank builds one engine per config of ``ds_files``,
+    ZeRO-3 configs, in turn) with the run's ``args``; returns ds_file -> one report per rank (see the module
+    docstring). Raises ``RuntimeError`` with a rank's last output line if one fails."""
     import tempfile
 
     from glmlab.args import to_argv
@@ -94,7 +90,7 @@ def _probe_one(args: TrainArgs, ds_file: str, nproc: int, timeout: float) -> lis
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "glmlab.notebooks.zero3_probe", "--world", str(nproc), "--port", str(free_port()),
-               "--out", out, "--ds_files", ds_file, *to_argv(args)]
+               "--out", out, "--ds_files", ",".join(ds_files), *to_argv(args)]
         # Each rank's output goes to a file: a rank blocked on a full pipe would hold the others in a collective.
         logs = [Path(out, f"rank{r}.log") for r in range(nproc)]
         procs = []
@@ -113,8 +109,9 @@ def _probe_one(args: TrainArgs, ds_file: str, nproc: int, timeout: float) -> lis
                 if p.poll() is None:
                     p.kill()
         if errors:
-            raise RuntimeError(f"zero3 probe ({ds_file}) failed: {errors[0]}")
-        return [json.loads(Path(out, f"rank{r}.json").read_text(encoding="utf-8"))[ds_file] for r in range(nproc)]
+            raise RuntimeError(f"zero3 probe failed: {errors[0]}")
+        ranks = [json.loads(Path(out, f"rank{r}.json").read_text(encoding="utf-8")) for r in range(nproc)]
+    return {ds_file: [rank[ds_file] for rank in ranks] for ds_file in ds_files}
 
 
 def partition_rows(reports: dict[str, list[dict]], names: list[str] | None = None) -> list[dict[str, Any]]:
