@@ -23,7 +23,7 @@ from conftest import REPO, SPO_TEST, SPO_TRAIN, run_job
 STEPS = 6  # DeepSpeed's warm-up runs the first two at rate 0; four steps change the weights
 SMALL = {"max_len": 64, "max_src_len": 48, "per_device_train_batch_size": 4, "num_train_epochs": 1,
          "train_path": str(SPO_TRAIN), "test_path": str(SPO_TEST), "by_hand_steps": STEPS, "precision": "fp32"}
-# What joining a process group writes into os.environ (glmlab.train._init_processes); restored afterwards.
+# What joining a process group writes into os.environ (glmlab.train._init_processes); by_hand restores it.
 PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -68,11 +68,8 @@ def by_hand_run(tmp_path_factory):
         library = by_hand.run_steps(engine, loader, STEPS, show=False)
         by_hand.close(engine)
         dist.destroy_process_group()
-    for name, value in before.items():  # what joining the process group wrote into os.environ
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    # The kernel keeps its environment: a WORLD_SIZE=1 left behind broke 05's later pipeline launch.
+    assert {name: os.environ.get(name) for name in PROCESS_GROUP_ENV} == before
 
     out = root / "launched"
     launched = dataclasses.replace(args, output_dir=str(out), show_loss_step=1, max_steps=STEPS,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from glmlab.args import TrainArgs
@@ -83,18 +84,50 @@ def build_engine(model, args: TrainArgs):
     """``(engine, loader)``: a one-process DeepSpeed engine in this kernel, built as ``glmlab.train.setup``
     builds it (``build_ds_config`` from ``args.ds_file``, ``param_groups``, ZeRO-3 partitioning), and the
     training data in the sampler's order of epoch 1, through the same collator."""
-    import deepspeed
     import torch.distributed as dist
+
+    from glmlab.train import _init_processes
+
+    _use_cpu_accelerator()
+    with _process_group_env():
+        if not dist.is_initialized():
+            _init_processes()  # a world of one: RANK 0, a free MASTER_PORT, gloo on the CPU, shm all-reduce off
+        else:  # a kernel's second engine: DeepSpeed reads the group's place from the environment again
+            rank, world = str(dist.get_rank()), str(dist.get_world_size())
+            os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=world, LOCAL_SIZE=world)
+        engine, loader = _engine(model, args, dist.get_rank(), dist.get_world_size())
+    engine.train()
+    return engine, loader
+
+
+# What joining a process group writes into os.environ (glmlab.train._init_processes).
+_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def _process_group_env():
+    """Give the kernel its environment back once the engine is built: a ``WORLD_SIZE=1`` left behind would be read
+    by every later ``glmlab launch`` check and job of the notebook (``--pipeline_stages 2`` "does not divide 1")."""
+    before = {name: os.environ.get(name) for name in _GROUP_ENV}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _engine(model, args: TrainArgs, rank: int, world: int):
+    """The data and the engine, as `glmlab.train.setup` builds them, for this process of `world`."""
+    import deepspeed
 
     from glmlab import load_tokenizer
     from glmlab.ds_config import Plan, build_ds_config, param_groups
     from glmlab.mixture import Mixture
-    from glmlab.train import _init_processes, _loader, partition_for_zero3
+    from glmlab.train import _loader, partition_for_zero3
 
-    _use_cpu_accelerator()
-    if not dist.is_initialized():
-        _init_processes()  # a world of one: RANK 0, a free MASTER_PORT, gloo on the CPU, shm all-reduce off
-    rank, world = dist.get_rank(), dist.get_world_size()
     tokenizer = load_tokenizer(args.model_name_or_path, args.mode)
     data = Mixture.encode(args.train_path, tokenizer, args.mode, args.max_len, args.max_src_len, args.is_skip,
                           seed=args.seed, verbose=False)
@@ -108,7 +141,6 @@ def build_engine(model, args: TrainArgs):
     if ds_config.get("zero_optimization", {}).get("stage") == 3:
         partition_for_zero3(model, ds_config, device)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
-    engine.train()
     return engine, loader
 
 
