@@ -10,9 +10,11 @@ Notebook 02 writes the loop in a cell::
         engine.backward(loss)
         engine.step()
 
-Each piece is the one :func:`glmlab.train.setup` uses, in its order (seed, data, model, strategy,
-``build_ds_config`` from the same ``--ds_file``, ``param_groups``, ZeRO-3 partitioning, ``deepspeed.initialize``),
-so with one process and fp32 the losses are those of ``python -m glmlab.train`` on the same flags
+Each piece is the one :func:`glmlab.train.setup` uses (the seed, then the model and its strategy; the data, through
+the same loader and sampler; ``build_ds_config`` from the same ``--ds_file``, ``param_groups``, ZeRO-3 partitioning,
+``deepspeed.initialize``). ``setup`` encodes the data before loading the model, here it comes after: encoding never
+draws from the global random state, so the order is free. With one process and fp32 the losses are those of
+``python -m glmlab.train`` on the same flags
 (``tests/test_by_hand.py`` runs 02's cells and checks it). 03-05 call :func:`run_steps`, the same loop.
 
 It also opens the box: :func:`trainable_rows` lists what trains by name pattern, shape and count.
