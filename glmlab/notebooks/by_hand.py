@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from glmlab.args import TrainArgs
@@ -91,34 +90,34 @@ def build_engine(model, args: TrainArgs):
     from glmlab.train import _init_processes
 
     _use_cpu_accelerator()
-    with _process_group_env():
-        if not dist.is_initialized():
-            _init_processes()  # a world of one: RANK 0, a free MASTER_PORT, gloo on the CPU, shm all-reduce off
-        else:  # a kernel's second engine: DeepSpeed reads the group's place from the environment again
-            rank, world = str(dist.get_rank()), str(dist.get_world_size())
-            os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=world, LOCAL_SIZE=world)
+    before = {name: os.environ.get(name) for name in _GROUP_ENV}
+    if not dist.is_initialized():
+        _init_processes()  # a world of one: RANK 0, a free MASTER_PORT, gloo on the CPU, shm all-reduce off
+    else:  # a kernel's second engine: DeepSpeed reads the group's place from the environment again
+        rank, world = str(dist.get_rank()), str(dist.get_world_size())
+        os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=world, LOCAL_SIZE=world)
+    try:
         engine, loader = _engine(model, args, dist.get_rank(), dist.get_world_size())
+    except BaseException:
+        _restore_env(before)
+        raise
+    engine.glmlab_env_before = before  # close() gives it back
     engine.train()
     return engine, loader
 
 
-# What joining a process group writes into os.environ (glmlab.train._init_processes).
+# What joining a process group writes into os.environ (glmlab.train._init_processes). DeepSpeed reads LOCAL_RANK
+# while the engine runs (ZeRO-3's gathers), so it stays until close(); left behind, a WORLD_SIZE=1 would be read by
+# every later ``glmlab launch`` check of the notebook (05's ``--pipeline_stages 2`` "does not divide 1").
 _GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-@contextmanager
-def _process_group_env():
-    """Give the kernel its environment back once the engine is built: a ``WORLD_SIZE=1`` left behind would be read
-    by every later ``glmlab launch`` check and job of the notebook (``--pipeline_stages 2`` "does not divide 1")."""
-    before = {name: os.environ.get(name) for name in _GROUP_ENV}
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _restore_env(before: dict[str, str | None]) -> None:
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _engine(model, args: TrainArgs, rank: int, world: int):
@@ -187,8 +186,10 @@ def run_steps(engine, loader, n: int, show: bool = True) -> list[dict[str, float
 
 
 def close(engine) -> None:
-    """Release the engine (ZeRO-3's hooks), so a kernel can build another one."""
+    """Release the engine (ZeRO-3's hooks) and give the kernel its environment back (the process group stays, for
+    the next engine), so that the notebook's launched jobs and checks see the environment they would have seen."""
     engine.destroy()
+    _restore_env(getattr(engine, "glmlab_env_before", {}))
 
 
 # --------------------------------------------------------------------------- what trains, by name
