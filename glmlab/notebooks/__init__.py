@@ -2,6 +2,10 @@
 
 * :mod:`~glmlab.notebooks.experiment` -- one fine-tuning run start to finish (train through
   :mod:`glmlab.launch`, predict, score), as notebooks 02-06 run it;
+* :mod:`~glmlab.notebooks.params` -- the setup cell of 02-05 in one call, every parameter checked first;
+* :mod:`~glmlab.notebooks.by_hand`, :mod:`~glmlab.notebooks.mechanism`, :mod:`~glmlab.notebooks.zero3_probe` --
+  the training loop in the notebook's own kernel, each method's mechanism in tensors, a ZeRO-3 partition seen
+  from two processes;
 * :mod:`~glmlab.notebooks.pretrained` -- the small pretrained bases glmlab ships (``python -m
   glmlab.notebooks.pretrained`` rebuilds or probes one);
 * :mod:`~glmlab.notebooks.plots`, :mod:`~glmlab.notebooks.widgets`,

@@ -155,6 +155,7 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
+        print("\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))  # the job's last words, for the record
         raise JobFailed(run_dir.name, proc.returncode, proc.stdout, proc.stderr)
     for line in proc.stdout.splitlines():
         if "trainable params" in line or "samples," in line or "samples per epoch" in line or line.startswith("warning"):
@@ -332,11 +333,14 @@ def _still_there(row: dict) -> bool:
     return newest == checkpoint and read_info(checkpoint).get("run_id") == row.get("run_id")
 
 
-def examples(setup: Setup, runs: list[dict], n: int = 3) -> list[dict]:
-    """The first ``n`` test samples: input, reference and each run's prediction, side by side."""
+def examples(setup: Setup, runs: list[dict], n: int = 3, base: dict | None = None) -> list[dict]:
+    """The first ``n`` test samples: input, reference and each run's prediction, side by side; with ``base``
+    (:func:`base_row`'s row) the untrained base's own prediction first, so before and after read together."""
     predictions = {row["variant"]: [json.loads(line)["prediction"]
                                     for line in Path(row["predictions"]).read_text(encoding="utf-8").splitlines()]
                    for row in runs}
+    if base is not None:
+        predictions = {"base": list(base["predictions"]), **predictions}
     from glmlab.data import read_samples
 
     samples = read_samples(setup.test_path, references=True)[:n]
