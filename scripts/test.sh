@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
-exec .venv/bin/python -m pytest -q "$@"
+# Two test workers (pytest-xdist), whole files each: a training test spends much of its time in one process
+# (the launcher chain, loading, scoring) while the other core idles, so two at once use both cores. The
+# notebooks go first (tests/conftest.py). GLMLAB_TEST_WORKERS=0 runs everything in this one process.
+exec .venv/bin/python -m pytest -q -n "${GLMLAB_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -121,3 +121,12 @@ def run_job(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
             proc.communicate()
             raise
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+# The longest module first: with ``pytest -n 2`` (scripts/test.sh) the notebooks start at once on one worker
+# while the other works through the rest, so the two end near each other (longest job first).
+LONGEST_FIRST = ("test_notebooks.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keeps its order
