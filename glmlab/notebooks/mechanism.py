@@ -85,7 +85,7 @@ def lora_view(model, strategy, args, batch: dict) -> tuple[Any, dict[str, Any]]:
     print(f"{target}, before:\n  {model.get_submodule(target)}")
     peft_model = strategy.prepare(model, args)
     module = model.get_submodule(target)  # peft replaced it in place inside the same model
-    print(f"after peft wraps it:\n  " + "\n  ".join(str(module).splitlines()))
+    print("after peft wraps it:\n  " + "\n  ".join(str(module).splitlines()))
     a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
     peft_model.eval()
     with torch.no_grad():
