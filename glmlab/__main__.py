@@ -19,7 +19,7 @@ from collections.abc import Sequence
 # subcommand -> (module whose main() runs it, flags put in front of the user's, one-line summary)
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "train": ("glmlab.train", (), "fine-tune in this process (one process, or one rank under a launcher)"),
-    "launch": ("glmlab.launch", (), "check the training flags, then train under the deepspeed launcher (GPUs or --cpu N)"),
+    "launch": ("glmlab.launch", (), "check the training flags, then train on N processes (--cpu N, or GPUs under the deepspeed launcher)"),
     "predict": ("glmlab.predict", (), "generate for a test file with any checkpoint, and score it"),
     "chat": ("glmlab.predict", ("--chat",), "talk to any checkpoint on the terminal (predict --chat)"),
     "merge-lora": ("glmlab.merge_lora", (), "fold a LoRA adapter into its base: a plain model folder"),

@@ -1,4 +1,4 @@
-"""Start ``glmlab.train`` under the real ``deepspeed`` launcher, after checking the training arguments.
+"""Start ``glmlab.train`` on N processes (the ``deepspeed`` launcher on GPUs), after checking the training arguments.
 
 ``glmlab launch`` runs this module, and so does ``scripts/launch_ds.py`` (a checkout's entry)::
 
@@ -16,11 +16,19 @@ validated here first (:func:`glmlab.args.parse_args`: flags, paths, sample files
 patterns and LoRA modules), so bad input fails with one line before DeepSpeed starts and
 nothing is written. ``--dry_run`` prints the launcher command instead of running it.
 
-On the CPU (``--cpu N``) DeepSpeed counts one "device" per NUMA node unless ``LOCAL_SIZE`` is
-set, so ``--include localhost:0,1`` would be refused on a one-node machine; ``--num_gpus N``
-is not checked against that count and starts N processes on every host, which is what
-``--cpu N`` passes (and it sets ``LOCAL_SIZE=N`` for the launcher too). The CPU accelerator
-talks over gloo (oneCCL when ``oneccl_bindings_for_pytorch`` is installed).
+On one machine's CPU (``--cpu N``, no hostfile) this module starts the N processes itself
+(:func:`run_ranks`), each with the environment DeepSpeed's launcher gives a rank (``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), and ends them all
+when one fails. DeepSpeed's own launcher does only that on one machine, through two more Python
+processes (its runner, then ``deepspeed.launcher.launch``) that import DeepSpeed and poll once a
+second: 5-6 s of every job, a seventh of a small model's 375-step run on a laptop (measured in
+``benchmarks/bench_launch.py``). GPUs and hostfiles go through the ``deepspeed`` launcher as before:
+there a job lasts hours and the launcher's options (``--include``, pdsh, ``.deepspeed_env``) matter.
+With several machines on the CPU, DeepSpeed counts one "device" per NUMA node unless ``LOCAL_SIZE``
+is set, so ``--include localhost:0,1`` would be refused; ``--num_gpus N`` is not checked against
+that count and starts N processes on every host, which is what ``--cpu N`` passes (with
+``LOCAL_SIZE=N``). The CPU accelerator talks over gloo (oneCCL when ``oneccl_bindings_for_pytorch``
+is installed).
 
 :func:`free_port` finds a TCP port nobody listens on, for a process group's master.
 """
@@ -32,8 +40,10 @@ import os
 import shlex
 import shutil
 import socket
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from glmlab.parsers import OneLineParser
@@ -87,6 +97,75 @@ def deepspeed_command(opts: argparse.Namespace, train_argv: list[str]) -> list[s
         cmd += ["--master_addr", opts.master_addr]
     cmd += ["--master_port", str(opts.master_port), "--module", "glmlab.train", *train_argv]
     return cmd
+
+
+def job_env(cpu: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a job's processes: ``base`` (default this process's), this glmlab first on
+    ``PYTHONPATH``; with ``cpu`` processes, DeepSpeed's CPU accelerator, ``LOCAL_SIZE`` and the cores shared out
+    (``OMP_NUM_THREADS``, unless set)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
+    if cpu:
+        env["DS_ACCELERATOR"] = "cpu"
+        env["LOCAL_SIZE"] = str(cpu)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cpu)))
+    return env
+
+
+def rank_commands(nproc: int, train_argv: list[str], master_port: int) -> tuple[list[str], list[dict[str, str]]]:
+    """``nproc`` processes of ``glmlab.train`` on this machine: the command, and each rank's environment
+    (what DeepSpeed's launcher sets for a rank of a one-machine job)."""
+    cmd = [sys.executable, "-u", "-m", "glmlab.train", *train_argv]
+    rank_envs = [{"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_SIZE": str(nproc),
+                  "CROSS_RANK": "0", "CROSS_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port)}
+                 for rank in range(nproc)]
+    return cmd, rank_envs
+
+
+def run_ranks(cmd: list[str], rank_envs: list[dict[str, str]], env: dict[str, str], stdout=None, stderr=None,
+              grace: float = 10.0) -> int:
+    """Run one process per rank (``cmd`` with ``env`` plus the rank's variables) until all end; returns 0, or
+    the exit status of the first rank that failed, after ending the others (a rank left waiting in a
+    collective would wait forever). ``stdout``/``stderr`` (files) are shared by the ranks, as a launcher's are.
+    SIGTERM or Ctrl-C here ends every rank too."""
+    procs = [subprocess.Popen(cmd, env={**env, **rank_env}, stdout=stdout, stderr=stderr, cwd=os.getcwd())
+             for rank_env in rank_envs]
+
+    def stop(*_: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143))) if _main_thread() else None
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = next((code for code in codes if code not in (None, 0)), None)
+            if failed is not None:
+                stop()
+                return failed
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C, or the caller interrupted: no rank outlives this call
+        stop()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _hosts(hostfile: str) -> list[str]:
@@ -144,11 +223,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"glmlab.train: error: {err}", file=sys.stderr)
         return 2
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
-    if opts.cpu:
-        env["LOCAL_SIZE"] = str(opts.cpu)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // opts.cpu)))
+    env = job_env(opts.cpu)
+    if opts.cpu and not opts.hostfile:  # one machine's CPU: the ranks are started here
+        cmd, rank_envs = rank_commands(opts.cpu, train_argv, opts.master_port)
+        if opts.dry_run:
+            for rank_env in rank_envs:
+                print(" ".join(f"{k}={v}" for k, v in {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": env["OMP_NUM_THREADS"],
+                                                      **rank_env}.items()), shlex.join(cmd))
+            return 0
+        return run_ranks(cmd, rank_envs, env)
     cmd = deepspeed_command(opts, train_argv)
     if opts.dry_run:
         prefix = f"DS_ACCELERATOR=cpu LOCAL_SIZE={opts.cpu} " if opts.cpu else ""

@@ -523,5 +523,21 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
+def _end_now(code: int) -> None:
+    """End a finished run's process at once. By now every checkpoint, metrics line and event file is
+    written and closed, and the process group is gone; what Python's own teardown still does (freeing
+    torch's, DeepSpeed's and transformers' modules one by one) took 1.8 s per process on 2 cores, on
+    every job, for nothing a run keeps. The exit handlers still run (temporary folders, loggers)."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 0:  # a failed run takes the ordinary way out: nothing of its output may be cut
+        _end_now(status)
+    sys.exit(status)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Start ``glmlab.train`` under the real ``deepspeed`` launcher, after checking the training arguments.
+"""Start ``glmlab.train`` on N processes (the ``deepspeed`` launcher on GPUs), after checking the training arguments.
 
     python scripts/launch_ds.py --gpus 0,1,2,3 -- --train_path data/spo_train.jsonl --model_name_or_path ChatGLM2-6B ...
     python scripts/launch_ds.py --cpu 2 -- --train_path ... --precision fp32

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,7 +44,7 @@ def test_launcher_runs_as_a_script(tiny_model, tmp_path):
     proc = subprocess.run([sys.executable, str(LAUNCH), "--cpu", "2", "--dry_run", "--", *flags], capture_output=True,
                           text=True, env=subprocess_env(), cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "deepspeed" in proc.stdout and "--module glmlab.train" in proc.stdout
+    assert "-m glmlab.train" in proc.stdout
     assert not (tmp_path / "out").exists()
 
 
@@ -52,12 +54,48 @@ def train_flags(tiny_model, tmp_path):
 
 
 def test_dry_run_cpu(launch, train_flags):
+    """One machine's CPU: a line per rank, with the environment DeepSpeed's launcher would give it."""
     proc = launch("--cpu", "2", "--master_port", "29555", "--dry_run", "--", *train_flags)
     assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for rank, line in enumerate(lines):
+        assert line.startswith("DS_ACCELERATOR=cpu OMP_NUM_THREADS=")
+        assert f" RANK={rank} LOCAL_RANK={rank} WORLD_SIZE=2 LOCAL_SIZE=2 " in line
+        assert "MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 " in line
+        assert "-u -m glmlab.train --max_len 64" in line
+
+
+def test_dry_run_cpu_with_hostfile_uses_deepspeed(launch, train_flags, tmp_path):
+    """Several machines' CPUs go through DeepSpeed's launcher (--num_gpus: N processes on every host)."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("worker-0 slots=1\nworker-1 slots=1\n")
+    proc = launch("--cpu", "1", "--hostfile", str(hostfile), "--master_addr", "worker-0", "--master_port", "29555",
+                  "--dry_run", "--", *train_flags)
+    assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
-    assert line.startswith("DS_ACCELERATOR=cpu LOCAL_SIZE=2 ")
-    assert "--num_gpus 2" in line and "--master_port 29555" in line and "--include" not in line
+    assert line.startswith("DS_ACCELERATOR=cpu LOCAL_SIZE=1 ")
+    assert "--num_gpus 1" in line and "--master_port 29555" in line and "--include" not in line
     assert "--module glmlab.train --max_len 64" in line
+
+
+def test_run_ranks_ends_the_others_when_one_fails(tmp_path):
+    """A rank that fails ends the job at once with its status; the rank still running (here: waiting, as
+    in a collective) is ended, not left behind."""
+    from glmlab.launch import run_ranks
+
+    script = ("import os, sys, time\n"
+              "if os.environ['RANK'] == '1': sys.exit(3)\n"
+              "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)\n")
+    pid_file = tmp_path / "pid"
+    start = time.monotonic()
+    code = run_ranks([sys.executable, "-c", script, str(pid_file)], [{"RANK": "0"}, {"RANK": "1"}], dict(os.environ),
+                     grace=5)
+    assert code == 3 and time.monotonic() - start < 60
+    if pid_file.exists():  # rank 0 got as far as writing its pid: it must be gone
+        pid = int(pid_file.read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_dry_run_gpus_and_hosts(launch, train_flags, tmp_path):

@@ -1,4 +1,4 @@
-"""Every generation x method trains under the real DeepSpeed launcher on two CPU processes.
+"""Every generation x method trains through ``glmlab launch`` on two CPU processes.
 
 Each case runs ``scripts/launch_ds.py --cpu 2`` on a tiny checkpoint: 8 samples, 3 epochs of
 2 optimizer steps (global batch 4), evaluated on the same samples at each epoch end. It

@@ -8,9 +8,9 @@ It does, in plain sight (read the code below):
 
 1. **check** the flags (:class:`glmlab.args.TrainArgs`, before anything starts);
 2. **train** through :mod:`glmlab.launch` (``glmlab launch``, ``scripts/launch_ds.py`` in a checkout) --
-   the same command a cluster job runs: ``--cpu N`` DeepSpeed processes without a GPU, else the first N GPUs --
-   with ``--overwrite_output_dir``: a cell run again replaces its own run (one run per folder,
-   :mod:`glmlab.run_folder`);
+   the same command a cluster job runs: ``--cpu N`` DeepSpeed processes without a GPU (started from this process,
+   as ``glmlab launch --cpu N`` starts them), else the first N GPUs -- with ``--overwrite_output_dir``: a cell
+   run again replaces its own run (one run per folder, :mod:`glmlab.run_folder`);
 3. **predict** the held-out test file with the last checkpoint (prompts built as in training,
    greedy decoding) and **score** it (triple F1, or ROUGE/BLEU for doc-to-question);
 4. optionally **probe** the general skills again (:func:`probe_skills`): what the base knew, and
@@ -144,25 +144,44 @@ def launch(flags: dict[str, Any], run_dir: Path, nproc: int) -> float:
     from glmlab.notebooks.jobs import JobFailed
 
     from glmlab.args import TrainArgs, to_argv
-    from glmlab.launch import PACKAGE_PARENT, free_port
+    from glmlab.launch import free_port, job_env
 
     flags = {"overwrite_output_dir": not flags.get("resume_from"), **flags, "output_dir": str(run_dir)}
     argv = to_argv(TrainArgs(**flags))  # checks every flag, then back to argv
     where = ["--gpus", ",".join(map(str, range(nproc)))] if on_gpu() else ["--cpu", str(nproc)]
-    cmd = [sys.executable, "-m", "glmlab.launch", *where, "--master_port", str(free_port()), "--", *argv]
-    print("$ glmlab launch", " ".join(cmd[3:]), flush=True)
-    # The job imports this glmlab (a checkout's too, installed or not), whatever the current folder is.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
+    port = free_port()
+    print("$ glmlab launch", " ".join([*where, "--master_port", str(port), "--", *argv]), flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if on_gpu():
+        # The job imports this glmlab (a checkout's too, installed or not), whatever the current folder is.
+        cmd = [sys.executable, "-m", "glmlab.launch", *where, "--master_port", str(port), "--", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), check=False)
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:  # what `glmlab launch --cpu N` does, from this process: N ranks of glmlab.train, output kept
+        code, stdout, stderr = _run_on_cpu(nproc, argv, port)
     wall = time.perf_counter() - start
-    if proc.returncode:
-        print("\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))  # the job's last words, for the record
-        raise JobFailed(run_dir.name, proc.returncode, proc.stdout, proc.stderr)
-    for line in proc.stdout.splitlines():
+    if code:
+        print("\n".join((stdout + stderr).splitlines()[-30:]))  # the job's last words, for the record
+        raise JobFailed(run_dir.name, code, stdout, stderr)
+    for line in stdout.splitlines():
         if "trainable params" in line or "samples," in line or "samples per epoch" in line or line.startswith("warning"):
             print(line)
     return wall
+
+
+def _run_on_cpu(nproc: int, argv: list[str], port: int) -> tuple[int, str, str]:
+    """``glmlab launch --cpu nproc -- argv`` without a launcher process (one Python start fewer per job, about
+    3 s): :func:`glmlab.launch.run_ranks` from here. Returns the exit status and the ranks' stdout and stderr."""
+    import tempfile
+
+    from glmlab.launch import job_env, rank_commands, run_ranks
+
+    cmd, rank_envs = rank_commands(nproc, argv, port)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        code = run_ranks(cmd, rank_envs, job_env(nproc), stdout=out, stderr=err)
+        out.seek(0)
+        err.seek(0)
+        return code, out.read(), err.read()
 
 
 def load(checkpoint: str | Path):

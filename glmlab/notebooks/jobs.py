@@ -1,6 +1,6 @@
 """What a notebook shows of a launched training job: its own error line when it fails, its progress as a few lines.
 
-:func:`glmlab.notebooks.experiment.launch` runs ``glmlab launch`` in a subprocess. When that job fails, the
+:func:`glmlab.notebooks.experiment.launch` runs a ``glmlab launch`` job (its processes). When that job fails, the
 reader needs the job's reason (``glmlab.train: error: --train_path data/x.jsonl:1: empty file, no samples``),
 not "training failed (2)" with the reason buried below a traceback: :class:`JobFailed` carries that line
 as its message (:func:`error_line` finds it) and IPython shows it as one line. :func:`final_frames` turns
