@@ -52,6 +52,11 @@ def run_one(method: str, share: float, seed: int, args: argparse.Namespace, path
     stored = out / label(method, share) / "row.json"
     if stored.is_file():
         return json.loads(stored.read_text(encoding="utf-8"))
+    reused = reused_row(method, share, seed, args)
+    if reused is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps(reused, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        return reused
     model_dir = experiment.resolve_base(None, args.mode)
     config, mode = build_config(model_dir, args.mode)
     setup = experiment.Setup(model_dir=str(model_dir), mode=mode, train_path=replay_spec(paths["spo_train"], share),
@@ -62,6 +67,34 @@ def run_one(method: str, share: float, seed: int, args: argparse.Namespace, path
     row.update(share=share, seed=seed, train_path=setup.train_path, bench_method=method)
     stored.write_text(json.dumps(row, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return row
+
+
+def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -> dict | None:
+    """The same run made by ``benchmarks/bench_methods.py`` (``--reuse`` its output folder), or None.
+
+    bench_methods runs 06 for each seed, and 06 trains LoRA and full fine-tuning without replay (its ``lora`` and
+    ``zero3`` runs, with the general probes scored after) and with each of its ``replay_shares``: the runs of this
+    benchmark, with the same flags, data and seed. A run is taken only when the seed and the generation match and
+    this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes)."""
+    if not args.reuse or (args.num_train_epochs, args.max_steps, args.nproc) != (3, None, 2):
+        return None
+    path = Path(args.reuse) / f"seed-{seed}" / "comparison.json"
+    if not path.is_file():
+        return None
+    comparison = json.loads(path.read_text(encoding="utf-8"))
+    if comparison.get("seed") != seed or comparison.get("mode") != args.mode:
+        return None
+    if share == 0:
+        found = next((r for r in comparison["runs"] if r["variant"] == METHODS[method]), None)
+        skills = found["forgetting"]["after"] if found else None
+    else:
+        found = next((r for r in comparison.get("replay", []) if r.get("replay_of") == method
+                      and abs(r.get("share", -1) - share) < 1e-9), None)
+        skills = found["skills"] if found else None
+    if found is None:
+        return None
+    return {**found, "skills": skills, "share": share, "seed": seed, "bench_method": method,
+            "train_path": found.get("train_path"), "reused_from": str(path)}
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
@@ -108,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_train_epochs", type=int, default=3, help="passes over the task file (the notebooks': 3)")
     parser.add_argument("--max_steps", type=int, default=None)
     parser.add_argument("--output_dir", default=str(REPO / "runs" / "bench_forgetting"))
+    parser.add_argument("--reuse", default=None, metavar="DIR",
+                        help="bench_methods.py's output folder: take the runs it made (06's lora, zero3 and replay runs)")
+    parser.add_argument("--json", default=None, help="also write the summary here (e.g. benchmarks/results/forgetting.json)")
     args = parser.parse_args(argv)
 
     from glmlab.notebooks import experiment
@@ -134,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
               "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
               "base": {"f1": base["f1"], "skills": base["skills"]}, "summary": summary, "verdicts": lines,
               "rows": [{k: r.get(k) for k in ("bench_method", "share", "seed", "variant", "train_path", "steps", "f1",
-                                              "skills", "wall_s", "first_loss", "final_loss")} for r in rows],
+                                              "skills", "wall_s", "first_loss", "final_loss", "reused_from")} for r in rows],
               "wall_s": time.perf_counter() - start}
     out = Path(args.output_dir)
-    (out / "summary.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for target in filter(None, [out / "summary.json", args.json]):
+        Path(target).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(table + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
     print(table)
     print(*lines, sep="\n")

@@ -113,7 +113,11 @@ def _init_processes() -> None:
         # DeepSpeed's CPU backend would JIT-build (gcc, minutes on a laptop) a shared-memory
         # all-reduce that only its tensor-parallel inference uses, and it leaves 69 MB per rank
         # in /dev/shm that nothing ever frees. Training all-reduces through gloo either way.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        # The table is filled on first use by compiling a test program per op, whose linker errors
+        # ("cannot find -laio") land on stderr, in a notebook's output too; its one reader (the
+        # shared-memory op's check) asks for that op only, so it is set without the probe.
+        ops = vars(deepspeed.ops)
+        ops.setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
     deepspeed.init_distributed()
 
 
