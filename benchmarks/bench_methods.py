@@ -31,7 +31,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict, float]:
     start = time.perf_counter()
     pm.execute_notebook(str(REPO / "notebooks" / "06_eval.ipynb"), str(out / "06_eval.ipynb"), cwd=str(REPO),
                         parameters={"seed": seed, "mode": args.mode, "output_dir": str(out), "nproc": args.nproc,
-                                    "max_steps": args.max_steps}, progress_bar=False)
+                                    "max_steps": args.max_steps,
+                                    **({"replay_shares": args.replay_shares} if args.replay_shares else {})},
+                        progress_bar=False)
     wall = time.perf_counter() - start
     return json.loads((out / "comparison.json").read_text(encoding="utf-8")), wall
 
@@ -83,6 +85,18 @@ def markdown(summary: dict, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict:
+    """Where the numbers were measured: the bases' numerics depend on the CPU and the thread count."""
+    import os
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "torch_threads_in_notebooks": torch.get_num_threads(),
+            "omp_num_threads_per_rank": os.environ.get("OMP_NUM_THREADS", "cores / processes")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -91,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_steps", type=int, default=None,
                         help="the step budget of every run (default: the notebooks' own, 3 epochs = 375 steps)")
     parser.add_argument("--output_dir", default="runs/bench_methods")
+    parser.add_argument("--replay_shares", type=float, nargs="+", default=None,
+                        help="06's replay shares (default its own, 10%% and 25%%); bench_forgetting.py --reuse takes these runs")
+    parser.add_argument("--json", default=None,
+                        help="also write the summary here (benchmarks/results/methods.json: the tests' floors come from it)")
     args = parser.parse_args(argv)
 
     per_seed, walls = [], []
@@ -104,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                "forgetting_drop", "trainable_params", "wall_s", "peak_mem_mb"]
     table = markdown(summary, columns)
     out = Path(args.output_dir)
-    record = {"seeds": args.seeds, "mode": args.mode, "max_steps": args.max_steps, "wall_s_per_seed": walls,
-              "summary": summary, "per_seed": per_seed}
-    (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record = {"command": " ".join(["python benchmarks/bench_methods.py", *(argv if argv is not None else sys.argv[1:])]),
+              "machine": machine(), "seeds": args.seeds, "mode": args.mode, "max_steps": args.max_steps,
+              "replay_shares": args.replay_shares,
+              "wall_s_per_seed": walls, "summary": summary, "per_seed": per_seed}
+    for target in filter(None, [out / "summary.json", args.json]):
+        Path(target).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     print(f"wall time per seed (the six notebooks' work): {', '.join(f'{w:.0f} s' for w in walls)}")
