@@ -1,0 +1,77 @@
+"""The tables of notebooks/README.md are the committed measurements they quote (issue 15, item 3).
+
+Each table is parsed from the Markdown and compared, cell by cell at the printed precision, with the file
+it was made from: the validation sweep with ``benchmarks/results/sweep_valid.json``, the timings with the
+seconds the render stored in each committed notebook. A figure edited by hand, or a measurement rerun
+without the text following, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "notebooks" / "README.md"
+NOTEBOOKS = ("01_data", "02_freeze", "03_ptuning", "04_lora", "05_full_zero3", "06_eval")
+
+
+def table_after(text: str, header: str) -> list[list[str]]:
+    """The rows (cells stripped) of the Markdown table whose header row starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(re.sub(r"[*`]", "", cell).split("±")[0])
+
+
+def close(cell: str, value: float) -> bool:
+    printed = re.sub(r"[*`]", "", cell).split("±")[0].strip()
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(float(printed) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def test_sweep_table_is_the_committed_sweep():
+    sweep = json.loads((REPO / "benchmarks" / "results" / "sweep_valid.json").read_text(encoding="utf-8"))
+    groups: dict[tuple, list[dict]] = {}
+    for run in sweep["runs"]:
+        groups.setdefault((run["variant"], run["epochs"], run["learning_rate"]), []).append(run)
+    rows = table_after(README.read_text(encoding="utf-8"), "| method | epochs | rate | seeds | valid F1 |")
+    assert len(rows) == len(groups), (len(rows), sorted(groups))
+    kinds = ("pair", "form", "opening", "none_new_form")
+    for method, epochs, rate, seeds, f1, *novelty in rows:
+        runs = groups[({"LoRA": "lora", "full": "zero3"}[method], int(epochs), float(rate))]
+        assert int(seeds) == len(runs), (method, epochs, rate)
+        values = [r["f1"] for r in runs]
+        assert close(f1, statistics.fmean(values)), (method, epochs, rate, f1)
+        if "±" in f1:
+            assert close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (method, epochs, rate, f1)
+        for kind, cell in zip(kinds, novelty):
+            assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
+
+
+def test_timings_table_is_the_render_record():
+    rows = {row[0].strip("`"): row for row in table_after(README.read_text(encoding="utf-8"), "| notebook | minutes |")}
+    seconds = {}
+    for name in NOTEBOOKS:
+        notebook = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+        seconds[name] = notebook["metadata"]["glmlab"]["seconds"]
+        assert close(rows[name][1], seconds[name] / 60), (name, rows[name][1], seconds[name])
+    assert close(rows["all six in order"][1], sum(seconds.values()) / 60)
+
+
+@pytest.mark.parametrize("cell,value,ok", [("0.929 ± 0.009", 0.9294, True), ("**0.918 ± 0.013**", 0.9184, True),
+                                           ("0.929", 0.931, False), ("14.8", 14.76, True), ("14.8", 14.7, False)])
+def test_close_reads_the_printed_precision(cell, value, ok):
+    assert close(cell, value) is ok
