@@ -24,7 +24,7 @@ import pytest
 
 pm = pytest.importorskip("papermill")
 
-from published import check_forgetting, check_quickstart  # noqa: E402  (issue 15: published figures checked)
+from published import check_forgetting, check_method_floors, check_quickstart  # noqa: E402  (issue 15: published figures checked)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -160,8 +160,9 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     check_forgetting(comparison, tmp_path / "06_eval.ipynb")  # drop = before - after, [0, 1], the words hold
     rows = comparison["runs"]
     assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
-    # triple F1: the best method learns the task; every method but P-tuning on the embedding beats the base
-    assert max(r["f1"] for r in rows) >= 0.9, [(r["variant"], r["f1"]) for r in rows]
+    # triple F1: each method holds its floor from the 3-seed benchmark (tests/published.py); every method but
+    # P-tuning on the embedding beats the base
+    check_method_floors(rows)
     assert all(r["f1"] > comparison["base_f1"] for r in rows if r["variant"] != "embedding")
     # forgetting: a number for every method and skill, before and after
     skills = comparison["skills"]

@@ -133,3 +133,39 @@ def test_check_forgetting_fails_when_the_words_name_the_wrong_run(study, tmp_pat
     with pytest.raises(AssertionError):
         check_forgetting(comparison, _executed(tmp_path, "general skills: base 1.000; largest drop lora (+0.071), "
                                                          "smallest zero3 (+0.250)"))
+
+
+def test_method_floors_come_from_the_committed_benchmark(tmp_path):
+    """Each floor is the lowest of three seeds less max(margin, 3 std); a method that learns nothing gets none;
+    bench_methods' figures come before bench_forgetting's; a run under its floor fails, naming it."""
+    import statistics
+
+    from published import FLOOR_MARGIN, check_method_floors, method_floors, observed_f1
+
+    methods = {"per_seed": [{"base": {"triple_f1": 0.0}, "freeze": {"triple_f1": g}, "embedding": {"triple_f1": 0.0},
+                             "lora": {"triple_f1": f}} for f, g in ((0.93, 0.75), (0.91, 0.70), (0.92, 0.65))]}
+    forgetting = {"rows": [{"bench_method": m, "share": share, "seed": seed, "f1": f}
+                           for m, f in (("lora", 0.5), ("full", 0.9)) for seed in (1, 2, 3) for share in (0.0, 0.1)]}
+    (tmp_path / "methods.json").write_text(json.dumps(methods))
+    (tmp_path / "forgetting.json").write_text(json.dumps(forgetting))
+    observed = observed_f1(tmp_path)
+    assert observed["lora"] == [0.93, 0.91, 0.92] and observed["zero3"] == [0.9, 0.9, 0.9]
+    floors = method_floors(observed)
+    assert floors == {"lora": round(0.91 - FLOOR_MARGIN, 3), "zero3": round(0.9 - FLOOR_MARGIN, 3),
+                      "freeze": round(0.65 - 3 * statistics.stdev([0.75, 0.70, 0.65]), 3)}
+    check_method_floors([{"variant": "lora", "f1": 0.87}, {"variant": "embedding", "f1": 0.0}], floors)
+    with pytest.raises(AssertionError, match="lora"):
+        check_method_floors([{"variant": "lora", "f1": 0.85}], floors)
+    assert method_floors({"lora": [0.9, 0.9]}) == {}  # two seeds are not a distribution
+
+
+def test_committed_method_floors_are_real():
+    """The committed benchmarks give LoRA and full fine-tuning a floor, each well above the base's 0."""
+    from published import method_floors
+
+    from published import QUICKSTART_F1_FLOOR
+
+    floors = method_floors()
+    assert {"lora", "zero3"} <= set(floors), floors
+    assert all(0.2 <= f < 1.0 for f in floors.values()), floors
+    assert QUICKSTART_F1_FLOOR == floors["lora"]  # the quickstart is 04's LoRA run: one floor, one rule
