@@ -54,7 +54,7 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
             for s in samples:
                 f.write(json.dumps({**s, "prediction": s["output"] if flags["learning_rate"] == 1e-2 else ""},
                                    ensure_ascii=False) + "\n")
-        f1 = 1.0 if flags["learning_rate"] == 1e-2 else 0.0
+        f1 = 1.0 if flags["learning_rate"] == 5e-3 else 0.0
         return {"f1": f1, "sample_f1": f1, "steps": 375, "first_loss": 9.0, "final_loss": 0.1,
                 "predictions": str(run_dir / "predictions.jsonl")}
 
@@ -65,10 +65,10 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     assert [c[:2] for c in calls] == [("lora-lr0.005", 5e-3), ("lora-lr0.01", 1e-2)]
     assert {Path(c[2]).name for c in calls} == {"spo_valid.jsonl"}  # never the test split
     record = json.loads(out.read_text())
-    assert record["scored_on"] == "spo_valid.jsonl" and record["chosen"]["rates"]["lora"]["learning_rate"] == 1e-2
+    assert record["scored_on"] == "spo_valid.jsonl" and record["chosen"]["rates"]["lora"]["learning_rate"] == 5e-3
     by_novelty = record["runs"][1]["f1_by_novelty"]
     assert by_novelty["pair"]["f1"] == 1.0 and sum(by_novelty[k]["n"] for k in ("form", "opening", "pair")) >= 60
-    assert "DIFFERS from the current default 0.005" in capsys.readouterr().out
+    assert "DIFFERS from the current default 0.01" in capsys.readouterr().out
     # run again, wider: the finished rows are reused, only the new rate trains
     assert sweep.main(["--grid", "lora=3e-3,5e-3,1e-2", *argv[2:]]) == 0
     assert [c[:2] for c in calls[2:]] == [("lora-lr0.003", 3e-3)]
