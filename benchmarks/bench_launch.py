@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             port = free_port()
             mine = [sys.executable, "-m", "glmlab.launch", "--cpu", "2", "--master_port", str(port), "--", *flags]
-            walls["glmlab"].append(timed(mine, {**job_env(), **{k: v for k, v in os.environ.items() if k == "OMP_NUM_THREADS"}}))
+            walls["glmlab"].append(timed(mine, job_env()))
             walls["deepspeed"].append(timed(*deepspeed_way(flags, free_port())))
     medians = {way: statistics.median(values) for way, values in walls.items()}
     for way, values in walls.items():

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from published import _close
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "notebooks" / "README.md"
@@ -32,14 +33,9 @@ def table_after(text: str, header: str) -> list[list[str]]:
     return rows
 
 
-def number(cell: str) -> float:
-    return float(re.sub(r"[*`]", "", cell).split("±")[0])
-
-
 def close(cell: str, value: float) -> bool:
-    printed = re.sub(r"[*`]", "", cell).split("±")[0].strip()
-    decimals = len(printed.split(".")[1]) if "." in printed else 0
-    return abs(float(printed) - value) <= 0.5 * 10 ** -decimals + 1e-9
+    """Whether a table cell (``**0.918 ± 0.013**``: its first number) is ``value`` at its printed precision."""
+    return _close(re.sub(r"[*`]", "", cell).split("±")[0].strip(), value)
 
 
 def test_sweep_table_is_the_committed_sweep():
