@@ -42,6 +42,7 @@ def metrics_of(comparison: dict) -> dict[str, dict[str, float]]:
     """run -> metric -> value, for one seed: triple F1, d2q scores, general skills after, cost."""
     table: dict[str, dict[str, float]] = {"base": {"triple_f1": comparison["base_f1"],
                                                    "skills_overall": comparison["base_skills"]["overall"]}}
+    table["base"].update(by_novelty(comparison.get("base_f1_by_novelty")))
     for row in comparison["d2q"]:
         if row["run"] == "base":
             table["base"].update({f"d2q_{k}": v for k, v in row.items() if k != "run"})
@@ -49,11 +50,17 @@ def metrics_of(comparison: dict) -> dict[str, dict[str, float]]:
         entry = table.setdefault(run["variant"], {})
         entry.update(triple_f1=run["f1"], skills_overall=run["forgetting"]["after"]["overall"],
                      forgetting_drop=run["forgetting"]["drop"]["overall"], wall_s=run["wall_s"],
-                     peak_mem_mb=run["peak_mem_mb"], trainable_params=run["trainable_params"])
+                     peak_mem_mb=run["peak_mem_mb"], trainable_params=run["trainable_params"],
+                     **by_novelty(run.get("f1_by_novelty")))
     for row in comparison["d2q"]:
         if row["run"] != "base":
             table.setdefault(row["run"], {}).update({f"d2q_{k}": v for k, v in row.items() if k != "run"})
     return table
+
+
+def by_novelty(f1_by_novelty: dict | None) -> dict[str, float]:
+    """``triple_f1_form`` (records said in a test-only form), ``_pair``, ``_opening``, ``_familiar_wording``."""
+    return {f"triple_f1_{kind}": value["f1"] for kind, value in (f1_by_novelty or {}).items()}
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -107,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", default="runs/bench_methods")
     parser.add_argument("--replay_shares", type=float, nargs="+", default=None,
                         help="06's replay shares (default its own, 10%% and 25%%); bench_forgetting.py --reuse takes these runs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the notebook's kernel, which predicts and scores (default: the cores); "
+                             "each rank of a training job gets cores / processes either way")
     parser.add_argument("--json", default=None,
                         help="also write the summary here (benchmarks/results/methods.json: the tests' floors come from it)")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the kernel papermill starts inherits it
     per_seed, walls = [], []
     for seed in args.seeds:
         comparison, wall = run_seed(seed, args)
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         walls.append(wall)
         print(f"seed {seed}: {wall:.0f} s", flush=True)
     summary = summarise(per_seed)
-    columns = ["triple_f1", "d2q_rouge-1", "d2q_rouge-2", "d2q_rouge-l", "d2q_bleu-4", "skills_overall",
+    columns = ["triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening", "d2q_rouge-1", "d2q_rouge-2", "d2q_rouge-l", "d2q_bleu-4", "skills_overall",
                "forgetting_drop", "trainable_params", "wall_s", "peak_mem_mb"]
     table = markdown(summary, columns)
     out = Path(args.output_dir)

@@ -67,29 +67,13 @@ def run_key(row: dict[str, Any]) -> tuple:
 
 
 def novelty_scores(predictions: str | Path) -> dict[str, dict[str, float]]:
-    """Triple F1 on the validation records of each kind of novelty (a record may be of several kinds):
-    ``pair`` holds a validation-only pair, ``form`` a validation-only part-fault form, ``opening`` opens
-    with a validation-only opening; ``none_new_form`` holds neither a new form nor a new opening."""
+    """Triple F1 on the validation records of each kind of novelty (a record may be of several kinds;
+    :func:`glmlab.synth.f1_by_novelty`): ``pair`` holds a validation-only pair, ``form`` a validation-only
+    part-fault form, ``opening`` opens with a validation-only opening; ``familiar_wording`` neither of the last two."""
     from glmlab import synth
-    from glmlab.predict import score
 
     rows = [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines()]
-    parts, perf = synth.valid_pairs()
-    new = {f"{p}_部件故障_{f}" for p, f in parts} | {f"{i}_性能故障_{b}" for i, b in perf}
-    markers = [synth._form_marker(f) for f in synth.VALID_TEMPLATES]
-    kinds = {
-        "pair": lambda r: bool(set(r["output"].split("\n")) & new),
-        "form": lambda r: any(m in r["input"] for m in markers),
-        "opening": lambda r: r["input"].startswith(synth.VALID_OPENINGS),
-    }
-    kinds["none_new_form"] = lambda r: not (kinds["form"](r) or kinds["opening"](r))
-    out = {}
-    for kind, test in kinds.items():
-        subset = [r for r in rows if test(r)]
-        if subset:
-            result = score(subset, [r["prediction"] for r in subset]) or {}
-            out[kind] = {"f1": result.get("f1"), "n": len(subset)}
-    return out
+    return synth.f1_by_novelty(rows, [r["prediction"] for r in rows], "valid")
 
 
 def choose(rows: list[dict], defaults: dict[str, float]) -> dict[str, Any]:
@@ -134,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config, _ = build_config(base, args.mode)
     methods = experiment.study_methods(config.num_layers)
-    defaults = {label: experiment.LEARNING_RATES[methods[label]["train_type"]] for label in methods}
+    defaults = {label: experiment.default_learning_rate(methods[label]) for label in methods}
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
 
     output = Path(args.output)
@@ -183,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(rows, defaults)
     print(f"\nvalidation sweep ({valid_path.name}, {len(valid_path.read_text().splitlines())} records; "
           f"base {base.name}, seeds {args.seeds}):")
-    kinds = ("pair", "form", "opening", "none_new_form")
+    kinds = ("pair", "form", "opening", "familiar_wording")
     print(f"{'method':<10} {'epochs':>6} {'rate':>8} {'valid F1':>9} {'final loss':>10}  "
           + "  ".join(f"{k} (n)" for k in kinds))
     for row in sorted(rows, key=lambda r: (r["variant"], r["epochs"], r["learning_rate"], r["seed"])):

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +179,11 @@ class Strategy:
     #: Whether it runs split into pipeline stages (``--pipeline_stages``): every weight trained, none frozen or
     #: adapted, so each stage is a plain slice of the model (:mod:`glmlab.pipeline`).
     pipelines = False
+
+    def variant(self, flags: Mapping[str, Any]) -> str:
+        """The name of the variant ``flags`` (``train_type`` and the method's own flags) select: the method's
+        name, or a variant that behaves apart (P-tuning without its projection)."""
+        return self.name
 
     @property
     def quantizable(self) -> bool:
@@ -337,6 +342,11 @@ class PTuningStrategy(Strategy):
 
     def check(self, args, names: Sequence[str]) -> None:
         """The prefix encoder is added at load time: any checkpoint, quantized or not, will do."""
+
+    def variant(self, flags: Mapping[str, Any]) -> str:
+        """``ptuning``, or ``ptuning_embedding`` without the projection (``prefix_projection`` false; ``glmlab
+        train``'s default is the projection): the prefix's keys and values then train directly."""
+        return self.name if flags.get("prefix_projection", True) else f"{self.name}_embedding"
 
     def config_overrides(self, args) -> dict[str, Any]:
         return {"pre_seq_len": args.pre_seq_len, "prefix_projection": bool(args.prefix_projection)}

@@ -30,9 +30,11 @@ repair (parts, faults, the systems parts belong to, the tools that test them).
 
 * **Triple extraction** (``spo_train.jsonl`` / ``spo_test.jsonl``): repair records in the
   original format (``head_关系_tail``, one per line, in the order the facts appear; relations
-  部件故障, 性能故障, 组成, 检测工具). The test split measures generalisation: every test record
-  holds at least one (part, fault) or (item, problem) pair that no training record holds, and
-  one sentence template (:data:`HELD_OUT_TEMPLATE`) appears in test records only.
+  部件故障, 性能故障, 组成, 检测工具). The test split (250 records) measures generalisation: every
+  test record holds at least one kind of novelty (:func:`novelty`): a (part, fault) or (item,
+  problem) pair that no training record holds, a part-fault sentence form (five:
+  :data:`TEST_TEMPLATES`) or an opening (four: :data:`TEST_OPENINGS`) that no other file uses.
+  :func:`f1_by_novelty` scores each kind apart.
 * **Doc-to-question** (``d2q_train.jsonl`` / ``d2q_test.jsonl``): a short document about one
   part; the answer is one question it answers. Training has one sample per (document, question);
   a test sample's ``output`` is the list of every reference question of its document.
@@ -46,6 +48,7 @@ repair (parts, faults, the systems parts belong to, the tools that test them).
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from dataclasses import dataclass
@@ -121,7 +124,7 @@ def _world_sentences(rng: random.Random) -> str:
     """One to three sentences about the car-repair world, in the words records and documents use.
 
     Only the (part, fault) and (item, problem) pairs of the triple-extraction *training* split occur,
-    and never the held-out sentence form, so copying them teaches nothing about the test records.
+    and none of the held-out sentence forms or openings, so copying them teaches nothing about the test records.
     """
     pairs, _, perf, _ = spo_split()
     sentences = []
@@ -295,8 +298,6 @@ PART_TEMPLATES = ("{part}{fault}", "{part}出现{fault}", "{part}有{fault}的�
 PERF_TEMPLATES = ("{item}{bad}", "{item}明显{bad}", "{item}有些{bad}")
 WHOLE_TEMPLATES = ("{whole}的{part}{fault}", "{whole}中的{part}出现{fault}")
 TOOL_TEMPLATES = ("用{tool}检测{part}，{part}{fault}", "用{tool}测量{part}，发现{part}{fault}")
-# Seen only in test records: a form of the part fault the model never saw in training.
-HELD_OUT_TEMPLATE = "{part}存在{fault}现象"
 OPENINGS = ("客户反映", "故障现象：", "接车后发现", "车主称", "试车时", "据司机描述，")
 CHECKS = ("经检查", "拆检发现", "进一步检查", "随后发现", "同时")
 QUIET = (
@@ -309,7 +310,7 @@ QUIET = (
 
 
 def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple[str, str]],
-              held_template: bool, held_form: str = HELD_OUT_TEMPLATE) -> tuple[str, list[str]]:
+              held_template: bool, held_form: str) -> tuple[str, list[str]]:
     """One clause of a record and the triples it states, drawing (part, fault) pairs from ``pairs``;
     ``held_template``: the part fault said in ``held_form``, a form training never uses."""
     kind = rng.choice(("part", "part", "perf", "whole", "tool"))
@@ -330,7 +331,7 @@ def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple
 
 
 def _spo_record(rng: random.Random, pairs, perf, *, held_template: float = 0.0, quiet: float = 0.0,
-                held_form: str = HELD_OUT_TEMPLATE, openings: tuple[str, ...] = OPENINGS) -> dict:
+                held_form: str = "", openings: tuple[str, ...] = OPENINGS) -> dict:
     if rng.random() < quiet:
         return {"instruction": SPO_INSTRUCTION, "input": rng.choice(QUIET), "output": ""}
     clauses, triples = [], []
@@ -354,25 +355,78 @@ def spo_split(seed: int = 0, test_share: float = 0.2) -> tuple[list, list, list,
     return pairs[k:], pairs[:k], perf[j:], perf[:j]
 
 
-def spo_data(n_train: int = 2000, n_test: int = 60, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def spo_data(n_train: int = 2000, n_test: int = 250, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Triple-extraction records: ``(train, test)``; every test record needs generalisation.
 
-    A test record mixes test-only and training pairs and holds at least one test-only pair or the
-    held-out sentence template; it is never a training record's text.
+    A test record mixes test-only and training pairs and holds at least one kind of novelty
+    (:func:`novelty`): a test-only pair, a test-only part-fault form (:data:`TEST_TEMPLATES`) or a
+    test-only opening (:data:`TEST_OPENINGS`); it is never a training record's text. The test records
+    have their own random stream, so the training records do not depend on ``n_test``.
     """
     train_pairs, test_pairs, train_perf, test_perf = spo_split(seed)
     rng = random.Random(seed + 1)
     train = [_spo_record(rng, train_pairs, train_perf, quiet=0.05) for _ in range(n_train)]
     seen = {r["input"] for r in train}
+    rng = random.Random(seed + 5)
     test: list[dict] = []
-    new = {t for p, f in test_pairs for t in (f"{p}_部件故障_{f}",)} | {f"{i}_性能故障_{b}" for i, b in test_perf}
     while len(test) < n_test:
-        record = _spo_record(rng, train_pairs + test_pairs, train_perf + test_perf, held_template=0.25)
-        novel = any(t in new for t in record["output"].split("\n")) or "存在" in record["input"]
-        if novel and record["input"] not in seen:
+        openings = TEST_OPENINGS if rng.random() < TEST_OPENING_SHARE else OPENINGS
+        record = _spo_record(rng, train_pairs + test_pairs, train_perf + test_perf, held_template=TEST_FORM_SHARE,
+                             held_form=rng.choice(TEST_TEMPLATES), openings=openings)
+        if novelty(record, "test", seed) and record["input"] not in seen:
             seen.add(record["input"])
             test.append(record)
     return train, test
+
+
+# ============================================================================ the test split's novelty
+# Ways of saying a part fault, and openings, that only test records use: neither training, the general
+# corpus nor validation ever does (each form's words between its slots are its marker: "存在", ...).
+TEST_TEMPLATES = ("{part}存在{fault}现象", "{part}表现为{fault}", "{part}被查出{fault}", "{part}产生了{fault}",
+                  "{part}经常{fault}")
+TEST_OPENINGS = ("检修时", "根据维修单，", "据用户说，", "进站检查：")
+TEST_FORM_SHARE = 0.4      # of a test record's part-fault clauses, said in a test-only form
+TEST_OPENING_SHARE = 1 / 3  # of test records, opening with a test-only opening
+NOVELTY_KINDS = ("pair", "form", "opening")
+
+
+@functools.lru_cache(maxsize=8)
+def _new_pairs(split: str, seed: int) -> frozenset[str]:
+    """The triples only ``split``'s records state (its own part-fault and item-problem pairs)."""
+    if split == "test":
+        _, parts, _, perf = spo_split(seed)
+    elif split == "valid":
+        parts, perf = valid_pairs()
+    else:
+        raise ValueError(f"novelty: split must be 'test' or 'valid' (got {split!r})")
+    return frozenset({f"{p}_部件故障_{f}" for p, f in parts} | {f"{i}_性能故障_{b}" for i, b in perf})
+
+
+def novelty(record: dict, split: str = "test", seed: int = 0) -> set[str]:
+    """The kinds of novelty a ``split`` ('test' or 'valid') record holds, a subset of :data:`NOVELTY_KINDS`:
+    ``pair``: it states a pair only that split states; ``form``: it says a part fault in a form only that
+    split uses; ``opening``: it opens with an opening only that split uses."""
+    forms, openings = (TEST_TEMPLATES, TEST_OPENINGS) if split == "test" else (VALID_TEMPLATES, VALID_OPENINGS)
+    kinds = set()
+    if set(record["output"].split("\n")) & _new_pairs(split, seed):
+        kinds.add("pair")
+    if any(_form_marker(f) in record["input"] for f in forms):
+        kinds.add("form")
+    if record["input"].startswith(openings):
+        kinds.add("opening")
+    return kinds
+
+
+def f1_by_novelty(samples: list[dict], predictions: list[str], split: str = "test", seed: int = 0) -> dict[str, dict]:
+    """Triple F1 on the ``split`` records of each kind of novelty (a record may be of several kinds), plus
+    ``familiar_wording``: records with neither a new form nor a new opening. kind -> {"f1", "n"} (records)."""
+    from glmlab.metrics import triple_f1
+
+    kinds = [novelty(s, split, seed) for s in samples]
+    groups = {kind: [i for i, k in enumerate(kinds) if kind in k] for kind in NOVELTY_KINDS}
+    groups["familiar_wording"] = [i for i, k in enumerate(kinds) if not k & {"form", "opening"}]
+    return {kind: {"f1": triple_f1([predictions[i] for i in rows], [samples[i]["output"] for i in rows]).f1,
+                   "n": len(rows)} for kind, rows in groups.items() if rows}
 
 
 # ============================================================================ the validation split
@@ -391,7 +445,7 @@ VALID_FAULTS: dict[str, tuple[str, ...]] = {
 VALID_PROBLEMS: dict[str, tuple[str, ...]] = {
     "怠速": ("偏高",), "油耗": ("波动",), "水温": ("异常",), "加速": ("抖动",), "启动": ("迟缓",),
 }
-# Ways of saying a part fault that only validation records use (the test split has its own, "存在").
+# Ways of saying a part fault that only validation records use (the test split has its own).
 VALID_TEMPLATES = ("{part}发生{fault}", "{part}出了{fault}的故障")
 # Openings only validation records use (a third of them open with one; the rest with training's).
 VALID_OPENINGS = ("维修记录：", "路试时", "据车主反映，")
@@ -415,7 +469,6 @@ def spo_valid(n_valid: int = 60, seed: int = 0, exclude: set[str] | frozenset[st
     """
     train_pairs, _, train_perf, _ = spo_split(seed)
     extra_pairs, extra_perf = valid_pairs()
-    new = {f"{p}_部件故障_{f}" for p, f in extra_pairs} | {f"{i}_性能故障_{b}" for i, b in extra_perf}
     rng = random.Random(seed + 3)
     valid: list[dict] = []
     seen = set(exclude)
@@ -424,9 +477,7 @@ def spo_valid(n_valid: int = 60, seed: int = 0, exclude: set[str] | frozenset[st
         openings = VALID_OPENINGS if rng.random() < VALID_OPENING_SHARE else OPENINGS
         record = _spo_record(rng, train_pairs + extra_pairs, train_perf + extra_perf, held_template=0.25,
                              held_form=form, openings=openings)
-        novel = (any(t in new for t in record["output"].split("\n")) or openings is VALID_OPENINGS
-                 or any(_form_marker(f) in record["input"] for f in VALID_TEMPLATES))
-        if novel and record["input"] not in seen:
+        if novelty(record, "valid", seed) and record["input"] not in seen:
             seen.add(record["input"])
             valid.append(record)
     return valid
@@ -529,7 +580,7 @@ class Sizes:
     n_general: int = 1500  # per skill
     n_probe: int = 40  # per skill
     n_spo_train: int = 2000
-    n_spo_test: int = 60
+    n_spo_test: int = 250
     n_d2q_docs: int = 300
     n_d2q_test: int = 30
     n_spo_valid: int = 60
@@ -569,12 +620,31 @@ def world_words() -> list[str]:
     return sorted(words, key=lambda w: (-len(w), w))
 
 
+def _vocabulary_spo_sample(seed: int) -> tuple[list[dict], list[dict]]:
+    """The triple-extraction records the vocabularies were trained on: 300 training records and 10 of
+    the first test split (60 records, one held-out form), kept as they were so that the tiny tokenizers
+    and every figure and fixture measured with them stay the same; the test forms and openings added
+    since use only characters these records already hold (``tests/test_synth.py`` checks it)."""
+    train_pairs, test_pairs, train_perf, test_perf = spo_split(seed)
+    rng = random.Random(seed + 1)
+    train = [_spo_record(rng, train_pairs, train_perf, quiet=0.05) for _ in range(300)]
+    seen, test = {r["input"] for r in train}, []
+    new = {f"{p}_部件故障_{f}" for p, f in test_pairs} | {f"{i}_性能故障_{b}" for i, b in test_perf}
+    while len(test) < 10:
+        record = _spo_record(rng, train_pairs + test_pairs, train_perf + test_perf, held_template=0.25,
+                             held_form=TEST_TEMPLATES[0])
+        if (set(record["output"].split("\n")) & new or "存在" in record["input"]) and record["input"] not in seen:
+            seen.add(record["input"])
+            test.append(record)
+    return train, test
+
+
 def tokenizer_text(seed: int = 0) -> list[str]:
     """Text the tiny SentencePiece vocabularies are trained on, besides ``assets/tiny_corpus.txt``:
     a sample of every generated file, so that every character of the project's data (``_``, digits,
     Latin letters, newlines and spaces included) has a piece."""
     general, probes = general_corpus(300, 10, seed)
-    spo_train, spo_test = spo_data(300, 10, seed)
+    spo_train, spo_test = _vocabulary_spo_sample(seed)
     d2q_train, d2q_test = d2q_data(60, 5, seed)
     import string
 

@@ -33,3 +33,26 @@ def test_only_runs_made_with_the_same_settings_are_reused(tmp_path):
     names = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3", "01_missing")
     assert reusable_runs(names, SETUP, root=tmp_path) == {"04_lora": str(tmp_path / "04_lora")}
     assert reusable_runs(names, {**SETUP, "seed": 1}, root=tmp_path) == {}
+
+
+def test_each_p_tuning_variant_has_its_own_documented_rate(tmp_path):
+    """P-tuning with and without the projection learn at different rates (chosen on validation,
+    benchmarks/results/sweep_valid.json); a reused 03 run must have used its own variant's."""
+    from glmlab.notebooks.experiment import default_learning_rate
+
+    embedding = {"train_type": "ptuning", "prefix_projection": False}
+    assert default_learning_rate(embedding) == LEARNING_RATES["ptuning_embedding"] != LEARNING_RATES["ptuning"]
+    assert default_learning_rate({**embedding, "prefix_projection": True}) == LEARNING_RATES["ptuning"]
+    assert default_learning_rate({"train_type": "ptuning"}) == LEARNING_RATES["ptuning"]  # train's default: projection
+    _results(tmp_path, "03_ptuning", SETUP, method="ptuning", lr=LEARNING_RATES["ptuning"])  # a row without
+    assert reusable_runs(["03_ptuning"], SETUP, root=tmp_path) == {}  # prefix_projection: not known to be a default
+
+
+def test_f1_by_novelty_only_for_glmlab_synth_splits(tmp_path):
+    from glmlab.notebooks.experiment import f1_by_novelty
+
+    samples = [{"input": "据用户说，大灯被查出发暗。", "output": "大灯_部件故障_发暗"}]
+    found = f1_by_novelty(tmp_path / "synth-0123abcd-seed0" / "spo_test.jsonl", samples, ["大灯_部件故障_发暗"])
+    assert found["form"] == found["opening"] == {"f1": 1.0, "n": 1}
+    assert f1_by_novelty(tmp_path / "data" / "spo_test.jsonl", samples, [""]) is None  # a user's own file
+    assert f1_by_novelty(tmp_path / "synth-0123abcd-seed0" / "d2q_test.jsonl", samples, [""]) is None

@@ -45,9 +45,11 @@ def test_sweep_table_is_the_committed_sweep():
         groups.setdefault((run["variant"], run["epochs"], run["learning_rate"]), []).append(run)
     rows = table_after(README.read_text(encoding="utf-8"), "| method | epochs | rate | seeds | valid F1 |")
     assert len(rows) == len(groups), (len(rows), sorted(groups))
-    kinds = ("pair", "form", "opening", "none_new_form")
+    kinds = ("pair", "form", "opening", "familiar_wording")
+    variants = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
+                "P-tuning (embedding)": "embedding"}
     for method, epochs, rate, seeds, f1, *novelty in rows:
-        runs = groups[({"LoRA": "lora", "full": "zero3"}[method], int(epochs), float(rate))]
+        runs = groups[(variants[method], int(epochs), float(rate))]
         assert int(seeds) == len(runs), (method, epochs, rate)
         values = [r["f1"] for r in runs]
         assert close(f1, statistics.fmean(values)), (method, epochs, rate, f1)

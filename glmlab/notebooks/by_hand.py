@@ -28,14 +28,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from glmlab.args import TrainArgs
-from glmlab.notebooks.experiment import LEARNING_RATES, Setup
+from glmlab.notebooks.experiment import Setup, default_learning_rate
 
 
 def train_args(setup: Setup, method_flags: dict[str, Any], **overrides: Any) -> TrainArgs:
     """The :class:`~glmlab.args.TrainArgs` of ``run_method(label, method_flags, setup)``'s run, checked, with
     ``overrides`` (e.g. ``output_dir``); the in-kernel run writes nothing, the folder is only named."""
     flags = {**setup.flags(), "output_dir": os.path.join(setup.output_dir, "by_hand"), **method_flags, **overrides}
-    flags.setdefault("learning_rate", LEARNING_RATES[flags["train_type"]])
+    flags.setdefault("learning_rate", default_learning_rate(flags))
     args = TrainArgs(**flags)
     args.precision = args.precision or _precision()
     return args

@@ -35,12 +35,24 @@ from pathlib import Path
 from typing import Any
 
 # Each method's learning rate on the small pretrained bases (the notebooks' defaults; documented in
-# notebooks/README.md). LoRA's and full fine-tuning's were chosen on the VALIDATION split by
-# benchmarks/sweep_valid.py (spo_valid only, seeds 1234, 2, 3, 3 epochs; benchmarks/results/sweep_valid.json): LoRA
-# r 8 at 1e-2 (mean validation F1 0.929, against 0.895 at 5e-3 and 0.891 at 3e-3), full at 1e-3 (0.918, against
-# 0.910 at 2e-3). Freeze's and P-tuning's were picked on the test split and are not swept yet (issue 15). The 6B
-# commands of the original project used 1e-4 (LoRA, Freeze), 2e-2 (P-tuning) and 1e-5 (full).
-LEARNING_RATES = {"freeze": 5e-3, "ptuning": 1e-2, "lora": 1e-2, "all": 1e-3}
+# notebooks/README.md), every one chosen on the VALIDATION split by benchmarks/sweep_valid.py (spo_valid only,
+# seeds 1234, 2, 3, 3 epochs; benchmarks/results/sweep_valid.json), mean validation F1: LoRA r 8 at 1e-2 (0.929;
+# 0.891 at 3e-3, 0.895 at 5e-3), full at 1e-3 (0.918; 0.910 at 2e-3), Freeze at 5e-3 (0.793; 0.677 at 2e-3, 0.762
+# at 1e-2), P-tuning with the projection at 1e-2 (0.576; 0.543 at 3e-3, 0.467 at 3e-2), and without it, the prefix's
+# embedding alone, at 1 (0.566; 0 at 1e-2 and below, 0.360 at 3e-2, 0.526 at 1e-1, 0.558 at 3e-1, 0.507 at 3): its
+# keys and values are trained directly (no projection), from N(0, 0.02). The 6B commands
+# of the original project used 1e-4 (LoRA, Freeze), 2e-2 (P-tuning) and 1e-5 (full).
+LEARNING_RATES = {"freeze": 5e-3, "ptuning": 1e-2, "ptuning_embedding": 1.0, "lora": 1e-2, "all": 1e-3}
+
+
+def default_learning_rate(flags: dict[str, Any]) -> float:
+    """A method's documented rate (:data:`LEARNING_RATES`) for its flags: by the variant its strategy names
+    (:meth:`glmlab.methods.Strategy.variant`): the ``train_type``, except that P-tuning without the
+    projection (``prefix_projection`` false, training the prefix's keys and values directly) has its own,
+    ``ptuning_embedding``."""
+    from glmlab.methods import get_strategy
+
+    return LEARNING_RATES[get_strategy(flags["train_type"]).variant(flags)]
 
 
 def data_path(name: str, seed: int = 0) -> Path:
@@ -242,7 +254,7 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
 
     run_dir = Path(setup.output_dir) / label
     flags = {**setup.flags(), **method_flags}
-    flags.setdefault("learning_rate", LEARNING_RATES[flags["train_type"]])
+    flags.setdefault("learning_rate", default_learning_rate(flags))
     wall = launch(flags, run_dir, setup.nproc)                                   # 1-2. check and train
 
     checkpoint = latest_checkpoint(run_dir)                                      # 3. predict and score
@@ -251,21 +263,23 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
     samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
     predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
     write_jsonl(run_dir / "predictions.jsonl", [{**s, "prediction": p} for s, p in zip(samples, predictions)])
+    by_novelty = f1_by_novelty(setup.test_path, samples, predictions)
     skills = probe_skills(model, tokenizer, mode, probes) if probes is not None else None  # 4. forgetting
 
     steps, losses = plots.loss_curve(run_dir)                                    # 5. the row
     trainable, total = trainable_parameters(setup.model_dir, setup.mode, flags)
     row = {"method": flags["train_type"], "variant": label, "mode": mode, "run_dir": str(run_dir), "run_id": run_id,
            "checkpoint": str(checkpoint), "predictions": str(run_dir / "predictions.jsonl"),
-           "learning_rate": flags["learning_rate"], "steps": steps[-1] if steps else 0,
+           "learning_rate": flags["learning_rate"], "prefix_projection": flags.get("prefix_projection"),
+           "steps": steps[-1] if steps else 0,
            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
            "f1": scores.get("f1"), "sample_f1": scores.get("sample_f1"), "scores": scores,
-           "trainable_params": trainable, "total_params": total, "wall_s": wall,
+           "f1_by_novelty": by_novelty, "trainable_params": trainable, "total_params": total, "wall_s": wall,
            "peak_mem_mb": max((r.get("peak_mem_mb", 0) for r in plots.read_metrics(run_dir)), default=None)}
     if skills is not None:
         row["skills"] = skills
     loss = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no loss logged"
-    print(f"{label}: {checkpoint.name}, {loss}, {_score_line(scores)}, {wall:.0f} s"
+    print(f"{label}: {checkpoint.name}, {loss}, {_score_line(scores, by_novelty)}, {wall:.0f} s"
           + (f", general skills {skills['overall']:.2f}" if skills else ""))
     return row
 
@@ -277,16 +291,38 @@ def base_row(setup: Setup, probes: list[dict] | None = None) -> dict:
     model, tokenizer, mode = load(setup.model_dir)
     samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
     predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
-    row = {"variant": "base", "f1": scores.get("f1"), "scores": scores, "predictions": predictions}
+    row = {"variant": "base", "f1": scores.get("f1"), "scores": scores, "predictions": predictions,
+           "f1_by_novelty": f1_by_novelty(setup.test_path, samples, predictions)}
     if probes is not None:
         row["skills"] = probe_skills(model, tokenizer, mode, probes)
     print(f"base: {_score_line(scores)}" + (f", general skills {row['skills']['overall']:.2f}" if probes else ""))
     return row
 
 
-def _score_line(scores: dict) -> str:
+NOVELTY_LABELS = {"pair": "unseen pair", "form": "unseen form", "opening": "unseen opening",
+                  "familiar_wording": "familiar wording"}
+
+
+def f1_by_novelty(test_path: str | Path, samples: list[dict], predictions: list[str]) -> dict | None:
+    """Triple F1 per kind of novelty (:func:`glmlab.synth.f1_by_novelty`) when ``test_path`` is a
+    :mod:`glmlab.synth` split as :func:`data_path` writes it (``spo_test`` or ``spo_valid``, the data seed
+    read off its folder's name); ``None`` for any other file, whose records carry no such kinds."""
+    import re
+
+    from glmlab import synth
+
+    path = Path(test_path)
+    split = {"spo_test.jsonl": "test", "spo_valid.jsonl": "valid"}.get(path.name)
+    folder = re.fullmatch(r"synth-[0-9a-f]+-seed(\d+)", path.parent.name)
+    if split is None or folder is None:
+        return None
+    return synth.f1_by_novelty(samples, predictions, split, int(folder.group(1)))
+
+
+def _score_line(scores: dict, by_novelty: dict | None = None) -> str:
     if "f1" in scores:
-        return f"triple F1 {scores['f1']:.3f}"
+        kinds = ", ".join(f"{NOVELTY_LABELS[k]} {v['f1']:.3f}" for k, v in (by_novelty or {}).items())
+        return f"triple F1 {scores['f1']:.3f}" + (f" ({kinds})" if kinds else "")
     if "rouge-l" in scores:
         return f"ROUGE-L {scores['rouge-l']:.3f}, BLEU-4 {scores['bleu-4']:.3f}"
     return "no score"
@@ -331,7 +367,8 @@ def reusable_runs(notebooks: list[str] | tuple[str, ...], expected: dict[str, An
             continue
         same = all(str(summary.get("setup", {}).get(k)) == str(expected.get(k)) for k in SHARED_KEYS)
         runs = summary.get("runs") or []
-        defaults = all(r.get("learning_rate") == LEARNING_RATES.get(r.get("method")) for r in runs)
+        defaults = all(r.get("method") in LEARNING_RATES and r.get("learning_rate") == default_learning_rate(
+            {"train_type": r["method"], "prefix_projection": bool(r.get("prefix_projection"))}) for r in runs)
         present = all(_still_there(r) for r in runs)
         if same and runs and defaults and present:
             found[name] = str(path.parent)

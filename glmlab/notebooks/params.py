@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from glmlab.notebooks.experiment import LEARNING_RATES, Setup
+from glmlab.notebooks.experiment import LEARNING_RATES, Setup, default_learning_rate
 from glmlab.notebooks.parameters import RULES, ParameterError, check_parameters
 
 __all__ = ["ParameterError", "check_pipeline", "check_runs", "start"]
@@ -87,7 +87,7 @@ def check_runs(setup: Setup, runs: Mapping[str, Mapping[str, Any]]) -> None:
     for label, method_flags in runs.items():
         flags = {**setup.flags(), **method_flags, "output_dir": str(Path(setup.output_dir) / label),
                  "overwrite_output_dir": True}
-        flags.setdefault("learning_rate", LEARNING_RATES.get(flags.get("train_type"), 1.0))
+        flags.setdefault("learning_rate", default_learning_rate(flags) if flags.get("train_type") in LEARNING_RATES else 1.0)
         try:
             check_inputs(TrainArgs(**flags))
         except ArgsError as err:
