@@ -59,7 +59,7 @@ def metrics_of(comparison: dict) -> dict[str, dict[str, float]]:
 
 
 def by_novelty(f1_by_novelty: dict | None) -> dict[str, float]:
-    """``triple_f1_form`` (records said in a test-only form), ``_pair``, ``_opening``, ``_familiar_wording``."""
+    """``triple_f1_form`` (records said in a test-only form), ``_pair``, ``_word``, ``_opening``, ``_familiar_wording``."""
     return {f"triple_f1_{kind}": value["f1"] for kind, value in (f1_by_novelty or {}).items()}
 
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         walls.append(wall)
         print(f"seed {seed}: {wall:.0f} s", flush=True)
     summary = summarise(per_seed)
-    columns = ["triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening", "d2q_rouge-1", "d2q_rouge-2", "d2q_rouge-l", "d2q_bleu-4", "skills_overall",
+    columns = ["triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_word", "triple_f1_opening", "d2q_rouge-1", "d2q_rouge-2", "d2q_rouge-l", "d2q_bleu-4", "skills_overall",
                "forgetting_drop", "trainable_params", "wall_s", "peak_mem_mb"]
     table = markdown(summary, columns)
     out = Path(args.output_dir)

@@ -387,7 +387,7 @@ TEST_TEMPLATES = ("{part}存在{fault}现象", "{part}表现为{fault}", "{part}
 TEST_OPENINGS = ("检修时", "根据维修单，", "据用户说，", "进站检查：")
 TEST_FORM_SHARE = 0.4      # of a test record's part-fault clauses, said in a test-only form
 TEST_OPENING_SHARE = 1 / 3  # of test records, opening with a test-only opening
-NOVELTY_KINDS = ("pair", "form", "opening")
+NOVELTY_KINDS = ("pair", "word", "form", "opening")
 
 
 @functools.lru_cache(maxsize=8)
@@ -402,14 +402,28 @@ def _new_pairs(split: str, seed: int) -> frozenset[str]:
     return frozenset({f"{p}_部件故障_{f}" for p, f in parts} | {f"{i}_性能故障_{b}" for i, b in perf})
 
 
+@functools.lru_cache(maxsize=8)
+def _untrained_words(seed: int) -> frozenset[str]:
+    """Faults and problems no training pair has: a record stating one asks for a word training never outputs."""
+    train_pairs, test_pairs, train_perf, test_perf = spo_split(seed)
+    trained = {f for _, f in train_pairs} | {b for _, b in train_perf}
+    extra_pairs, extra_perf = valid_pairs()
+    return frozenset({w for _, w in test_pairs + test_perf + extra_pairs + extra_perf} - trained)
+
+
 def novelty(record: dict, split: str = "test", seed: int = 0) -> set[str]:
     """The kinds of novelty a ``split`` ('test' or 'valid') record holds, a subset of :data:`NOVELTY_KINDS`:
-    ``pair``: it states a pair only that split states; ``form``: it says a part fault in a form only that
-    split uses; ``opening``: it opens with an opening only that split uses."""
+    ``pair``: it states a pair only that split states; ``word``: one of those pairs' fault or problem word is
+    in no training pair (the model must copy a word it never wrote; a fifth of the world's pairs are the test
+    split's, drawn at random, and ten of their words belong to no other pair); ``form``: it says a part fault
+    in a form only that split uses; ``opening``: it opens with an opening only that split uses."""
     forms, openings = (TEST_TEMPLATES, TEST_OPENINGS) if split == "test" else (VALID_TEMPLATES, VALID_OPENINGS)
     kinds = set()
-    if set(record["output"].split("\n")) & _new_pairs(split, seed):
+    new = set(record["output"].split("\n")) & _new_pairs(split, seed)
+    if new:
         kinds.add("pair")
+    if {t.rsplit("_", 1)[-1] for t in new} & _untrained_words(seed):
+        kinds.add("word")
     if any(_form_marker(f) in record["input"] for f in forms):
         kinds.add("form")
     if record["input"].startswith(openings):

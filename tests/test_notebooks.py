@@ -8,10 +8,10 @@ clone where only ``bash scripts/setup.sh`` ran needs no ``ipykernel install``.
 With the defaults, 02-05 fine-tune glmlab's small pretrained ChatGLM-6B base on the synthetic
 triple-extraction set through ``scripts/launch_ds.py --cpu 2`` (375 optimizer steps per run); 06 compares
 those very runs (they are trained once for the whole module), adds its doc-to-question runs and the
-forgetting probes. The assertions are the study's results, as issue 6 states them: the best method at
-held-out triple F1 0.9 or more, every method above the base except P-tuning on the embedding only (the
-original project measured 0.0 for it; glmlab reports what it measures), a forgetting number for every
-method and skill.
+forgetting probes. The assertions are the study's results: every method at or above its floor from the
+3-seed benchmark (``tests/published.py``), overall and on the test records said in forms training never
+used; every method above the base (P-tuning on the embedding only too, at its own validated rate: the
+original project measured 0.0 for it); a forgetting number for every method and skill.
 """
 
 from __future__ import annotations
@@ -160,10 +160,11 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     check_forgetting(comparison, tmp_path / "06_eval.ipynb")  # drop = before - after, [0, 1], the words hold
     rows = comparison["runs"]
     assert [r["variant"] for r in rows] == [v for name in TRAINING for v in VARIANTS[name]]
-    # triple F1: each method holds its floor from the 3-seed benchmark (tests/published.py); every method but
-    # P-tuning on the embedding beats the base
+    # triple F1: each method holds its floors from the 3-seed benchmark (tests/published.py), overall and on the
+    # records in test-only forms; every method beats the base
     check_method_floors(rows)
-    assert all(r["f1"] > comparison["base_f1"] for r in rows if r["variant"] != "embedding")
+    check_method_floors(rows, metric="triple_f1_form")
+    assert all(r["f1"] > comparison["base_f1"] for r in rows)
     # forgetting: a number for every method and skill, before and after
     skills = comparison["skills"]
     assert len(skills) == 8 and "overall" in skills  # seven skills and the overall accuracy

@@ -160,7 +160,8 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
 
 
 def test_committed_method_floors_are_real():
-    """The committed benchmarks give LoRA and full fine-tuning a floor, each well above the base's 0."""
+    """The committed benchmarks give LoRA, full fine-tuning and Freeze floors, overall and on unseen forms, each
+    well above the base's 0."""
     from published import method_floors
 
     from published import QUICKSTART_F1_FLOOR
@@ -169,3 +170,24 @@ def test_committed_method_floors_are_real():
     assert {"lora", "zero3"} <= set(floors), floors
     assert all(0.2 <= f < 1.0 for f in floors.values()), floors
     assert QUICKSTART_F1_FLOOR == floors["lora"]  # the quickstart is 04's LoRA run: one floor, one rule
+    forms = method_floors(metric="triple_f1_form")  # on the test records in forms training never used
+    assert {"lora", "zero3", "freeze"} <= set(forms) and all(0.2 <= f < 1.0 for f in forms.values()), forms
+
+
+def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
+    """A floor per kind of novelty (here: records in test-only forms) from bench_methods' per-seed figures;
+    forgetting.json, which has overall F1 only, gives none; a run's kind figure under it fails."""
+    from published import check_method_floors, method_floors, observed_f1
+
+    methods = {"per_seed": [{"lora": {"triple_f1": 0.9, "triple_f1_form": f}} for f in (0.88, 0.86, 0.87)]}
+    (tmp_path / "methods.json").write_text(json.dumps(methods))
+    (tmp_path / "forgetting.json").write_text(json.dumps({"rows": [
+        {"bench_method": "full", "share": 0.0, "seed": s, "f1": 0.9} for s in (1, 2, 3)]}))
+    observed = observed_f1(tmp_path, metric="triple_f1_form")
+    assert observed == {"lora": [0.88, 0.86, 0.87]}
+    floors = method_floors(observed)
+    assert floors == {"lora": 0.81}
+    row = {"variant": "lora", "f1": 0.95, "f1_by_novelty": {"form": {"f1": 0.80, "n": 130}}}
+    check_method_floors([row], floors)  # the overall F1 is not what is checked here ...
+    with pytest.raises(AssertionError, match="triple_f1_form"):
+        check_method_floors([row], floors, metric="triple_f1_form")  # ... the unseen forms' is

@@ -59,6 +59,20 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+def test_test_split_table_is_the_committed_benchmark():
+    """Each cell of the test-split table is mean ± std of benchmarks/results/methods.json (3 seeds)."""
+    bench = json.loads((REPO / "benchmarks" / "results" / "methods.json").read_text(encoding="utf-8"))
+    rows = table_after(README.read_text(encoding="utf-8"), "| run | test F1 | unseen form |")
+    runs = {"LoRA": "lora", "full (ZeRO-3)": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
+            "P-tuning (embedding)": "embedding", "base": "base"}
+    assert [row[0] for row in rows] == list(runs)
+    for name, *cells in rows:
+        for metric, cell in zip(("triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening"), cells):
+            found = bench["summary"][runs[name]][metric]
+            assert close(cell, found["mean"]) and close(cell.split("±")[1], found["std"]), (name, metric, cell)
+    assert len(bench["per_seed"]) == 3 and bench["summary"]["lora"]["triple_f1"]["n"] == 3
+
+
 def test_timings_table_is_the_render_record():
     rows = {row[0].strip("`"): row for row in table_after(README.read_text(encoding="utf-8"), "| notebook | minutes |")}
     seconds = {}

@@ -97,7 +97,13 @@ def test_spo_test_needs_generalisation(data):
     assert [s["input"][:6] for s in data["spo_test"][:3]] == ["根据维修单，", "据用户说，发", "接车后发现压"]
     assert ("起动机", "异响") in test_pairs and ("大灯", "发暗") not in test_pairs
     assert kinds[:3] == [{"form", "opening"}, {"opening"}, {"form", "pair"}]
-    assert all(sum(k in found for found in kinds) >= 60 for k in synth.NOVELTY_KINDS)
+    counts = {k: sum(k in found for found in kinds) for k in synth.NOVELTY_KINDS}
+    assert min(counts["pair"], counts["form"], counts["opening"]) >= 100 and counts["word"] >= 50, counts
+    # an unseen word: a fault or problem no training record ever outputs, in an unseen pair
+    outputs = {t.split("_")[2] for s in data["spo_train"] for t in s["output"].split("\n") if t}
+    for sample, found in zip(data["spo_test"], kinds):
+        tails = {t.split("_")[2] for t in set(sample["output"].split("\n")) & novel}
+        assert ("word" in found) == bool(tails - outputs), sample
 
 
 def test_spo_test_forms_and_openings_are_its_own(data):

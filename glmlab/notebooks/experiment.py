@@ -299,7 +299,7 @@ def base_row(setup: Setup, probes: list[dict] | None = None) -> dict:
     return row
 
 
-NOVELTY_LABELS = {"pair": "unseen pair", "form": "unseen form", "opening": "unseen opening",
+NOVELTY_LABELS = {"pair": "unseen pair", "word": "unseen word", "form": "unseen form", "opening": "unseen opening",
                   "familiar_wording": "familiar wording"}
 
 
