@@ -26,6 +26,7 @@ temporary name and renamed when complete, so a crash leaves no half-written mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -78,6 +79,20 @@ def base_quantization_bit(info) -> int:
     return int(config.get("quantization_bit") or 0)
 
 
+
+@contextlib.contextmanager
+def _progress_bars(on: bool):
+    """transformers' progress bars on or off for a block (on at a terminal, off where output is kept: a
+    notebook's saved cell, a log), as they were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if on else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
 def merge_lora(
     adapter: str | Path,
     output_dir: str | Path,
@@ -115,7 +130,8 @@ def merge_lora(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        merged.save_pretrained(str(tmp))
+        with _progress_bars(sys.stderr.isatty()):  # a bar left in a notebook's saved output reads "0%", as if stuck
+            merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         provenance = {"base_model": str(info.base), "adapter": str(info.path), "mode": mode, "dtype": str(dtype),
                       "base_quantization_bit": bits}

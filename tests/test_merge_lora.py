@@ -62,6 +62,7 @@ def test_merged_equals_base_plus_adapter(tmp_path, mode):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "it/s]" not in proc.stderr  # no progress bar where output is kept (a pipe, a log, a notebook cell)
     assert _hashes(adapter) == before  # the adapter folder is untouched
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
     assert not (out / "adapter_config.json").exists()
@@ -94,7 +95,11 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     assert _hashes(adapter) == before
 
     # --overwrite replaces a non-empty folder (base taken from glmlab_checkpoint.json); an empty one needs nothing
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
     assert main(["--adapter", str(adapter), "--output_dir", str(tmp_path / "full"), "--overwrite"]) == 0
+    assert hf_logging.is_progress_bar_enabled() == bars and "it/s]" not in capsys.readouterr().err  # as it was
     assert not (tmp_path / "full" / "keep.txt").exists() and (tmp_path / "full" / "config.json").is_file()
     (tmp_path / "empty").mkdir()
     assert main(["--adapter", str(adapter), "--output_dir", str(tmp_path / "empty")]) == 0
