@@ -71,6 +71,34 @@ def test_base_cannot_extract_triples_yet():
     assert row["f1"] < 0.3
 
 
+def test_base_scoring_is_reused_only_while_nothing_it_depends_on_changes(tmp_path, monkeypatch, capsys, probes):
+    """Notebooks 02-06 score one base on one test file: the second scoring is the first's, read back;
+    other lengths or another test file score again."""
+    import dataclasses
+
+    lines = experiment.data_path("spo_test").read_text(encoding="utf-8").splitlines(keepends=True)
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(lines[:6]), encoding="utf-8")
+    monkeypatch.setenv("GLMLAB_CACHE", str(tmp_path / "cache"))
+    setup = experiment.Setup(str(base_model_dir("glm")), "glm", "", str(test), "", max_new_tokens=12)
+    first = experiment.base_row(setup)
+    calls, real = [], experiment.evaluate
+    monkeypatch.setattr(experiment, "evaluate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    capsys.readouterr()
+    again = experiment.base_row(setup)
+    assert not calls and "reused" in capsys.readouterr().out
+    assert (again["predictions"], again["scores"]) == (first["predictions"], first["scores"])
+    experiment.base_row(dataclasses.replace(setup, max_new_tokens=8))
+    assert len(calls) == 1
+    test.write_text("".join(lines[1:7]), encoding="utf-8")
+    experiment.base_row(setup)
+    assert len(calls) == 2 and len(list((tmp_path / "cache" / "base-scores").glob("*.json"))) == 3
+    probed, real_probe = [], experiment.probe_skills
+    monkeypatch.setattr(experiment, "probe_skills", lambda *a: probed.append(a) or real_probe(*a))
+    skills = experiment.base_row(setup, probes[:5])["skills"]  # the probes: kept apart, the test scoring reused
+    assert experiment.base_row(setup, probes[:5])["skills"] == skills and (len(calls), len(probed)) == (2, 1)
+
+
 def test_unknown_mode_and_missing_base_name_the_problem(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="mode must be one of"):
         base_model_dir("glm4")

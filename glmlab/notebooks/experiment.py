@@ -67,7 +67,7 @@ def data_path(name: str, seed: int = 0) -> Path:
     from glmlab.synth import write_all
 
     version = hashlib.sha256(Path(synth.__file__).read_bytes()).hexdigest()[:12]
-    root = Path(os.environ.get("GLMLAB_CACHE", Path.home() / ".cache" / "glmlab")) / f"synth-{version}-seed{seed}"
+    root = _cache_root() / f"synth-{version}-seed{seed}"
     path = root / f"{name}.jsonl"
     if not path.is_file():
         tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")  # written whole, then moved into place
@@ -285,18 +285,81 @@ def run_method(label: str, method_flags: dict[str, Any], setup: Setup, probes: l
 
 
 def base_row(setup: Setup, probes: list[dict] | None = None) -> dict:
-    """The untrained base scored like a run: its held-out test score (and its general skills)."""
-    from glmlab.data import read_samples
+    """The untrained base scored like a run: its held-out test score (and its general skills).
 
-    model, tokenizer, mode = load(setup.model_dir)
+    Notebooks 02-06 score the same base on the same test file: the first scoring is kept in the cache
+    folder (``$GLMLAB_CACHE/base-scores``) under a digest of everything it depends on (:func:`_base_key`:
+    the base's files, the test file and lengths or the probes, the thread count, the device, glmlab's
+    code), and a later notebook reads it back instead of generating again (greedy decoding is deterministic)."""
+    from glmlab.data import read_samples
+    from glmlab.predict import score
+
     samples = read_samples(setup.test_path, references=True)[: setup.max_test_samples]
-    predictions, scores = evaluate(model, tokenizer, mode, samples, setup.max_src_len, setup.max_new_tokens)
+    loaded: list = []
+
+    def model():  # loaded once, and only when something must be computed
+        if not loaded:
+            loaded.extend(load(setup.model_dir))
+        return loaded
+
+    def compute_predictions() -> list[str]:
+        return evaluate(*model(), samples, setup.max_src_len, setup.max_new_tokens)[0]
+
+    test = [Path(setup.test_path).read_bytes(), setup.max_src_len, setup.max_new_tokens, setup.max_test_samples]
+    predictions, reused = _kept(_base_key(setup.model_dir, test), compute_predictions)
+    if len(predictions) != len(samples):  # a kept scoring that does not fit is not trusted
+        predictions, reused = compute_predictions(), False
+    scores = score(samples, predictions) or {}
     row = {"variant": "base", "f1": scores.get("f1"), "scores": scores, "predictions": predictions,
            "f1_by_novelty": f1_by_novelty(setup.test_path, samples, predictions)}
     if probes is not None:
-        row["skills"] = probe_skills(model, tokenizer, mode, probes)
-    print(f"base: {_score_line(scores)}" + (f", general skills {row['skills']['overall']:.2f}" if probes else ""))
+        row["skills"], _ = _kept(_base_key(setup.model_dir, probes), lambda: probe_skills(*model(), probes))
+    print(f"base: {_score_line(scores)}" + (f", general skills {row['skills']['overall']:.2f}" if probes else "")
+          + (" (an earlier notebook's scoring of this same base and test file, reused)" if reused else ""))
     return row
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("GLMLAB_CACHE", Path.home() / ".cache" / "glmlab"))
+
+
+def _base_key(model_dir: str | Path, inputs: Any) -> str:
+    """A digest of what a base's outputs on ``inputs`` depend on: its files (contents up to 64 MiB, else size
+    and modification time), the inputs, the thread count, the device, torch's version and glmlab's code."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    folder = Path(model_dir).resolve()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}:{stat.st_size}\n".encode())
+        digest.update(file.read_bytes() if stat.st_size <= 64 << 20 else str(stat.st_mtime_ns).encode())
+    digest.update(json.dumps([x.hex() if isinstance(x, bytes) else x for x in inputs], ensure_ascii=False).encode())
+    digest.update(json.dumps([torch.get_num_threads(), on_gpu(), torch.__version__]).encode())
+    for source in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _kept(key: str, compute) -> tuple[Any, bool]:
+    """``(value, reused)``: the JSON value kept under ``key`` in ``$GLMLAB_CACHE/base-scores``, else ``compute()``,
+    kept for next time (written whole, then renamed; an unwritable cache only costs the next notebook the work)."""
+    path = _cache_root() / "base-scores" / f"{key}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), True
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return value, False
 
 
 NOVELTY_LABELS = {"pair": "unseen pair", "word": "unseen word", "form": "unseen form", "opening": "unseen opening",
