@@ -310,7 +310,8 @@ QUIET = (
 
 
 def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple[str, str]],
-              held_template: bool, held_form: str) -> tuple[str, list[str]]:
+              held_template: bool, held_form: str,
+              part_templates: tuple[str, ...] = PART_TEMPLATES) -> tuple[str, list[str]]:
     """One clause of a record and the triples it states, drawing (part, fault) pairs from ``pairs``;
     ``held_template``: the part fault said in ``held_form``, a form training never uses."""
     kind = rng.choice(("part", "part", "perf", "whole", "tool"))
@@ -327,16 +328,17 @@ def _spo_fact(rng: random.Random, pairs: list[tuple[str, str]], perf: list[tuple
     if kind == "tool":
         text = rng.choice(TOOL_TEMPLATES).format(tool=tool, part=part, fault=fault)
         return text, [f"{part}_检测工具_{tool}", f"{part}_部件故障_{fault}"]
-    return rng.choice(PART_TEMPLATES).format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
+    return rng.choice(part_templates).format(part=part, fault=fault), [f"{part}_部件故障_{fault}"]
 
 
 def _spo_record(rng: random.Random, pairs, perf, *, held_template: float = 0.0, quiet: float = 0.0,
-                held_form: str = "", openings: tuple[str, ...] = OPENINGS) -> dict:
+                held_form: str = "", openings: tuple[str, ...] = OPENINGS,
+                part_templates: tuple[str, ...] = PART_TEMPLATES) -> dict:
     if rng.random() < quiet:
         return {"instruction": SPO_INSTRUCTION, "input": rng.choice(QUIET), "output": ""}
     clauses, triples = [], []
     for i in range(rng.choice((1, 2, 2, 3))):
-        text, spo = _spo_fact(rng, pairs, perf, rng.random() < held_template, held_form)
+        text, spo = _spo_fact(rng, pairs, perf, rng.random() < held_template, held_form, part_templates)
         if any(t in triples for t in spo):
             continue
         clauses.append((rng.choice(openings) if i == 0 else rng.choice(CHECKS)) + text)
@@ -364,8 +366,7 @@ def spo_data(n_train: int = 2000, n_test: int = 250, seed: int = 0) -> tuple[lis
     have their own random stream, so the training records do not depend on ``n_test``.
     """
     train_pairs, test_pairs, train_perf, test_perf = spo_split(seed)
-    rng = random.Random(seed + 1)
-    train = [_spo_record(rng, train_pairs, train_perf, quiet=0.05) for _ in range(n_train)]
+    train = spo_train_records(n_train, seed)
     seen = {r["input"] for r in train}
     rng = random.Random(seed + 5)
     test: list[dict] = []
@@ -377,6 +378,17 @@ def spo_data(n_train: int = 2000, n_test: int = 250, seed: int = 0) -> tuple[lis
             seen.add(record["input"])
             test.append(record)
     return train, test
+
+
+def spo_train_records(n_train: int = 2000, seed: int = 0, *, extra_pairs: list[tuple[str, str]] | tuple = (),
+                      part_templates: tuple[str, ...] = PART_TEMPLATES) -> list[dict]:
+    """The training records of :func:`spo_data` (its ``train``, with the defaults). ``extra_pairs`` (part,
+    fault) pairs joined to the training pairs and other ``part_templates`` make the variants of the
+    training data that ``benchmarks/data_variants.py`` measures on validation (the same random stream)."""
+    train_pairs, _, train_perf, _ = spo_split(seed)
+    rng = random.Random(seed + 1)
+    return [_spo_record(rng, train_pairs + list(extra_pairs), train_perf, quiet=0.05, part_templates=part_templates)
+            for _ in range(n_train)]
 
 
 # ============================================================================ the test split's novelty
