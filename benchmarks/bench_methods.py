@@ -99,7 +99,10 @@ def machine() -> dict:
 
     import torch
 
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "cpu_model": model,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picks: AVX2, AVX512, ...
             "torch": torch.__version__, "torch_threads_in_notebooks": torch.get_num_threads(),
             "omp_num_threads_per_rank": os.environ.get("OMP_NUM_THREADS", "cores / processes")}
 

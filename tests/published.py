@@ -22,11 +22,12 @@ import re
 from pathlib import Path
 
 # The quickstart's held-out triple F1 (04's LoRA run with its defaults: run_method, greedy, 64 new tokens, LoRA at
-# 1e-2, the 250-record test split), measured with two CPU processes of one thread: seed 1234 (the quickstart's) QS_F1;
-# seeds 1-3 (python benchmarks/bench_methods.py --replay_shares 0.05 0.1 0.25, benchmarks/results/methods.json) 0.820,
-# 0.831, 0.832. Floor: LoRA's floor by the rule below (the lowest of seeds 1-3 less max(FLOOR_MARGIN, 3 std) =
-# 0.820 - 0.05); tests/test_published.py checks that the two agree.
-QUICKSTART_F1_FLOOR = 0.77
+# 1e-2, the 250-record test split), measured with two CPU processes of one thread: seed 1234 (the quickstart's)
+# 0.796 on the first machine below, 0.856 on the second; seeds 1-3 (python benchmarks/bench_methods.py) 0.820, 0.831,
+# 0.832 on the first (benchmarks/results/methods.json), 0.842, 0.809, 0.839 on the second (methods_epyc.json).
+# Floor: LoRA's floor by the rule below (the lowest of the six less max(FLOOR_MARGIN, 3 std) = 0.809 - 0.05);
+# tests/test_published.py checks that the two agree.
+QUICKSTART_F1_FLOOR = 0.759
 # Held-out triple F1 in 06 (seed 1234) is asserted against a floor per method, from the committed multi-seed
 # benchmarks of the same runs: benchmarks/results/methods.json (python benchmarks/bench_methods.py, every method)
 # where it is committed, and benchmarks/results/forgetting.json (python benchmarks/bench_forgetting.py: LoRA and
@@ -34,6 +35,14 @@ QUICKSTART_F1_FLOOR = 0.77
 # at least 3 seeds, minus max(FLOOR_MARGIN, 3 standard deviations). A method whose floor would fall under LEARNT
 # (P-tuning on the embedding alone learns nothing in 375 steps) is reported, not asserted.
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+# bench_methods' outputs: seeds 1-3 with the notebook kernel on 2 threads on each machine, and, when it is
+# committed, seed 1 on 1 thread (the bases' numerics, so their greedy answers, depend on the thread count:
+# python benchmarks/bench_methods.py --threads 1 --seeds 1 --replay_shares 0.25 --output_dir runs/bench_methods_t1
+# --json benchmarks/results/methods_threads1.json; not run yet); a floor is under every one of them.
+# Two machines (x86_64 CPUs whose kernels differ, so trained weights differ too): methods.json on the first,
+# methods_epyc.json (an AMD EPYC with AVX-512) on the second. Freeze and full fine-tuning gave the same figures on
+# both, to the last digit; LoRA and the P-tuning variants did not.
+METHOD_FILES = ("methods.json", "methods_epyc.json", "methods_threads1.json")
 FLOOR_MARGIN = 0.05
 LEARNT = 0.2
 # Setup fields that must agree for a notebook 04 run to be the quickstart's (paths aside: the same files
@@ -65,8 +74,10 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
     """variant -> ``metric`` per seed (held-out triple F1; ``triple_f1_form``: on the test records said in a
     test-only form), from the committed benchmarks in ``results`` (see above; forgetting.json has overall F1 only)."""
     observed: dict[str, list[float]] = {}
-    methods = Path(results) / "methods.json"
-    if methods.is_file():
+    for name in METHOD_FILES:
+        methods = Path(results) / name
+        if not methods.is_file():
+            continue
         bench = json.loads(methods.read_text(encoding="utf-8"))
         for seed in bench["per_seed"]:
             for variant, metrics in seed.items():

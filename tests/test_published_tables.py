@@ -1,7 +1,8 @@
 """The tables of notebooks/README.md are the committed measurements they quote (issue 15, item 3).
 
 Each table is parsed from the Markdown and compared, cell by cell at the printed precision, with the file
-it was made from: the validation sweep with ``benchmarks/results/sweep_valid.json``, the timings with the
+it was made from: the validation sweep with ``benchmarks/results/sweep_valid.json``, the training-data
+variants with ``data_variants.json``, the test split with ``methods*.json``, the timings with the
 seconds the render stored in each committed notebook. A figure edited by hand, or a measurement rerun
 without the text following, fails here.
 """
@@ -59,10 +60,24 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
-def test_test_split_table_is_the_committed_benchmark():
-    """Each cell of the test-split table is mean ± std of benchmarks/results/methods.json (3 seeds)."""
-    bench = json.loads((REPO / "benchmarks" / "results" / "methods.json").read_text(encoding="utf-8"))
-    rows = table_after(README.read_text(encoding="utf-8"), "| run | test F1 | unseen form |")
+def test_data_variants_table_is_the_committed_benchmark():
+    """Training-data variants on validation: mean ± std over seeds of benchmarks/results/data_variants.json."""
+    bench = json.loads((REPO / "benchmarks" / "results" / "data_variants.json").read_text(encoding="utf-8"))
+    rows = table_after(README.read_text(encoding="utf-8"), "| training data | seeds | valid F1 |")
+    assert len(rows) == len(bench["summary"])
+    for name, seeds, *cells in rows:
+        summary = bench["summary"][f"{name.strip('*`')}/lora"]
+        assert int(seeds) == summary["valid_f1"]["n"]
+        for metric, cell in zip(("valid_f1", "valid_form_f1", "valid_words_f1", "valid_words_recall"), cells):
+            assert close(cell, summary[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), summary[metric]["std"]), (name, metric)
+
+
+@pytest.mark.parametrize("header,bench_file", [("| run | test F1 | unseen form |", "methods.json"),
+                                               ("| run (second machine) | test F1 | unseen form |", "methods_epyc.json")])
+def test_test_split_table_is_the_committed_benchmark(header, bench_file):
+    """Each cell of a test-split table is mean ± std of a bench_methods output (3 seeds, one machine each)."""
+    bench = json.loads((REPO / "benchmarks" / "results" / bench_file).read_text(encoding="utf-8"))
+    rows = table_after(README.read_text(encoding="utf-8"), header)
     runs = {"LoRA": "lora", "full (ZeRO-3)": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
             "P-tuning (embedding)": "embedding", "base": "base"}
     assert [row[0] for row in rows] == list(runs)
