@@ -325,7 +325,8 @@ def _cache_root() -> Path:
 
 def _base_key(model_dir: str | Path, inputs: Any) -> str:
     """A digest of what a base's outputs on ``inputs`` depend on: its files (contents up to 64 MiB, else size
-    and modification time), the inputs, the thread count, the device, torch's version and glmlab's code."""
+    and modification time), the inputs, the thread count, the device and the CPU's kernels (AVX2, AVX-512, ...),
+    torch's version and glmlab's code."""
     import hashlib
 
     import torch
@@ -337,7 +338,8 @@ def _base_key(model_dir: str | Path, inputs: Any) -> str:
         digest.update(f"{file.relative_to(folder)}:{stat.st_size}\n".encode())
         digest.update(file.read_bytes() if stat.st_size <= 64 << 20 else str(stat.st_mtime_ns).encode())
     digest.update(json.dumps([x.hex() if isinstance(x, bytes) else x for x in inputs], ensure_ascii=False).encode())
-    digest.update(json.dumps([torch.get_num_threads(), on_gpu(), torch.__version__]).encode())
+    digest.update(json.dumps([torch.get_num_threads(), on_gpu(), torch.__version__,  # the CPU's kernels too:
+                              torch.backends.cpu.get_cpu_capability()]).encode())  # numerics differ by machine
     for source in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:20]
