@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+MACHINE_KEYS = ("cpu_model", "cpu_capability", "torch")  # what must match between the sweeps compared
 
 
 def read_sweep(path: str | Path) -> dict:
@@ -40,6 +41,11 @@ def compare(sweeps: list[dict]) -> dict:
     modes = [s["mode"] for s in sweeps]
     if len(set(modes)) != len(modes):
         raise SystemExit(f"choose_base.py: one sweep per base, got modes {modes}")
+    # the bases' numerics depend on the CPU's kernels: figures of two machines are not comparable
+    machines = {json.dumps({k: s.get("machine", {}).get(k) for k in MACHINE_KEYS}, sort_keys=True) for s in sweeps}
+    if len(machines) != 1 or any(not s.get("machine") for s in sweeps):
+        raise SystemExit("choose_base.py: the sweeps were not all run on one machine (their 'machine' records "
+                         f"{', '.join(MACHINE_KEYS)} differ or are missing): run every base's sweep on one machine")
     keyed = [{(r["variant"], r["learning_rate"], r["epochs"], r["seed"]): r["f1"] for r in s["runs"] if r.get("max_steps") is None}
              for s in sweeps]
     common = set.intersection(*(set(k) for k in keyed))
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sweeps = [read_sweep(p) for p in args.sweeps]
     result = compare(sweeps)
     result = {"command": " ".join(["python benchmarks/choose_base.py", *(argv if argv is not None else sys.argv[1:])]),
-              "scored_on": "spo_valid.jsonl", "sweeps": [Path(p).name for p in args.sweeps], **result}
+              "scored_on": "spo_valid.jsonl", "sweeps": [Path(p).name for p in args.sweeps],
+              "machine": sweeps[0]["machine"], **result}
     print(f"validation triple F1, mean over seeds {result['seeds']}, each method at its best rate:")
     print(f"{'base':<6} " + " ".join(f"{m:>18}" for m in result["methods"]) + f" {'mean':>7}")
     for mode, row in result["by_base"].items():

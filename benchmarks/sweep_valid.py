@@ -33,11 +33,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods.machine, however this file is loaded
 
 from glmlab.notebooks import experiment  # noqa: E402
 
 DEFAULT_GRID = {"lora": (3e-3, 5e-3, 1e-2), "zero3": (1e-3, 2e-3)}
 NOTEBOOK_EPOCHS = 3  # the notebooks' step budget: 3 epochs of 125 optimizer steps
+MACHINE: dict = {}  # bench_methods.machine(), set by main()
 
 
 def parse_grid(items: list[str]) -> dict[str, tuple[float, ...]]:
@@ -121,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {label: experiment.default_learning_rate(methods[label]) for label in methods}
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
 
+    from bench_methods import machine  # noqa: E402
+
+    global MACHINE
+    MACHINE = machine()
     output = Path(args.output)
     done = {run_key(r): r for r in json.loads(output.read_text(encoding="utf-8"))["runs"]} if output.is_file() else {}
     rows: list[dict] = []
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"command": " ".join(["python benchmarks/sweep_valid.py", *(argv if argv is not None else sys.argv[1:])]),
                   "mode": args.mode, "base": base.name, "train": train_path.name, "scored_on": valid_path.name,
                   "data": data, "grid": grid, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": args.seeds,
+                  "machine": MACHINE,  # LoRA's and P-tuning's figures differ between CPUs: compare sweeps of one machine
                   "chosen": chosen,
                   "current_defaults": {"learning_rates": {k: defaults[k] for k in grid}, "epochs": NOTEBOOK_EPOCHS},
                   # rows of earlier, wider sweeps are kept (and reused when asked for again)

@@ -14,11 +14,16 @@ choose_base = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(choose_base)
 
 
-def _sweep(tmp_path: Path, mode: str, f1: dict[tuple[str, float, int], float], scored_on: str = "spo_valid.jsonl") -> Path:
+MACHINE = {"cpu_model": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.13.0+cpu", "cpus": 2}
+
+
+def _sweep(tmp_path: Path, mode: str, f1: dict[tuple[str, float, int], float], scored_on: str = "spo_valid.jsonl",
+           machine: dict | None = MACHINE) -> Path:
     runs = [{"variant": v, "learning_rate": r, "epochs": 3, "seed": s, "max_steps": None, "f1": value}
             for (v, r, s), value in f1.items()]
     path = tmp_path / f"{mode}.json"
-    path.write_text(json.dumps({"mode": mode, "scored_on": scored_on, "runs": runs}), encoding="utf-8")
+    record = {"mode": mode, "scored_on": scored_on, "runs": runs, **({"machine": machine} if machine else {})}
+    path.write_text(json.dumps(record), encoding="utf-8")
     return path
 
 
@@ -40,8 +45,15 @@ def test_the_base_with_the_best_mean_over_methods_wins_on_common_settings_only(t
 def test_sweeps_that_cannot_be_compared_are_one_line(tmp_path):
     glm = _sweep(tmp_path, "glm", {("lora", 1e-2, 1): 0.9})
     with pytest.raises(SystemExit, match="share no"):
-        choose_base.compare([json.loads(glm.read_text()), {"mode": "glm2", "runs": [
+        choose_base.compare([json.loads(glm.read_text()), {"mode": "glm2", "machine": MACHINE, "runs": [
             {"variant": "lora", "learning_rate": 5e-3, "epochs": 3, "seed": 1, "f1": 0.5}]}])
+    # LoRA's figures differ between CPUs: sweeps of two machines (or of an unknown one) are not compared
+    other = _sweep(tmp_path, "glm2", {("lora", 1e-2, 1): 0.9}, machine={**MACHINE, "cpu_capability": "AVX2"})
+    with pytest.raises(SystemExit, match="not all run on one machine"):
+        choose_base.compare([json.loads(glm.read_text()), json.loads(other.read_text())])
+    unknown = _sweep(tmp_path, "glm2", {("lora", 1e-2, 1): 0.9}, machine=None)
+    with pytest.raises(SystemExit, match="not all run on one machine"):
+        choose_base.compare([json.loads(glm.read_text()), json.loads(unknown.read_text())])
     with pytest.raises(SystemExit, match="not the validation split"):
         choose_base.read_sweep(_sweep(tmp_path, "glm3", {("lora", 1e-2, 1): 0.9}, scored_on="spo_test.jsonl"))
     (tmp_path / "bad.json").write_text("[]")

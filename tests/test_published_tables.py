@@ -60,6 +60,32 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+def test_base_table_is_the_committed_base_choice():
+    """The base generation chosen on validation: each row mean ± std of its sweep, the bold one base_choice.json's
+    choice and the notebooks' default; the main README quotes the same figures."""
+    results = REPO / "benchmarks" / "results"
+    choice = json.loads((results / "base_choice.json").read_text(encoding="utf-8"))
+    assert choice["scored_on"] == "spo_valid.jsonl" and choice["methods"] == ["lora"] and len(choice["seeds"]) == 3
+    rows = table_after(README.read_text(encoding="utf-8"), "| base | seeds | valid F1 |")
+    modes = [re.search(r"`(glm\d?)`", row[0]).group(1) for row in rows]
+    assert modes == list(choice["by_base"]) == ["glm", "glm2", "glm3"]
+    main_readme = (REPO / "README.md").read_text(encoding="utf-8")
+    kinds = ("pair", "form", "opening", "familiar_wording")
+    for mode, (name, seeds, f1, *novelty) in zip(modes, rows):
+        runs = json.loads((results / f"base_sweep_{mode}.json").read_text(encoding="utf-8"))["runs"]
+        values = [r["f1"] for r in runs]
+        assert int(seeds) == len(values) == 3 and {r["seed"] for r in runs} == set(choice["seeds"])
+        assert close(f1, statistics.fmean(values)) and close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (mode, f1)
+        assert close(f1, choice["by_base"][mode]["mean_f1"]), mode
+        assert f1.replace("*", "") in main_readme, (mode, f1)  # the main README's sentence quotes it
+        assert f1.startswith("**") == (mode == choice["chosen"]), (mode, f1)
+        for kind, cell in zip(kinds, novelty):
+            assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (mode, kind)
+    from glmlab.notebooks import quickstart
+
+    assert quickstart.setup("", "").mode == choice["chosen"]  # the quickstart and notebooks run the chosen base
+
+
 def test_data_variants_table_is_the_committed_benchmark():
     """Training-data variants on validation: mean ± std over seeds of benchmarks/results/data_variants.json."""
     bench = json.loads((REPO / "benchmarks" / "results" / "data_variants.json").read_text(encoding="utf-8"))

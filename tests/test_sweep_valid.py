@@ -66,6 +66,7 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     assert {Path(c[2]).name for c in calls} == {"spo_valid.jsonl"}  # never the test split
     record = json.loads(out.read_text())
     assert record["scored_on"] == "spo_valid.jsonl" and record["chosen"]["rates"]["lora"]["learning_rate"] == 5e-3
+    assert record["machine"]["cpu_capability"] and record["machine"]["torch"]  # choose_base.py compares one machine's
     by_novelty = record["runs"][1]["f1_by_novelty"]
     assert by_novelty["pair"]["f1"] == 1.0 and sum(by_novelty[k]["n"] for k in ("form", "opening", "pair")) >= 60
     assert "DIFFERS from the current default 0.01" in capsys.readouterr().out
