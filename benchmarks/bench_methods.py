@@ -92,6 +92,14 @@ def markdown(summary: dict, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+SAME_MACHINE = ("cpu_model", "cpu_capability", "torch")  # what must agree for two machine() records' figures to compare
+
+
+def same_machine(a: dict | None, b: dict | None) -> bool:
+    """Whether two :func:`machine` records are one machine's for the figures (an unknown one is no machine's)."""
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in SAME_MACHINE)
+
+
 def machine() -> dict:
     """Where the numbers were measured: the bases' numerics depend on the CPU and the thread count."""
     import os

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MACHINE_KEYS = ("cpu_model", "cpu_capability", "torch")  # what must match between the sweeps compared
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods, however this file is loaded
+
+from bench_methods import SAME_MACHINE, same_machine  # noqa: E402
 
 
 def read_sweep(path: str | Path) -> dict:
@@ -42,10 +44,9 @@ def compare(sweeps: list[dict]) -> dict:
     if len(set(modes)) != len(modes):
         raise SystemExit(f"choose_base.py: one sweep per base, got modes {modes}")
     # the bases' numerics depend on the CPU's kernels: figures of two machines are not comparable
-    machines = {json.dumps({k: s.get("machine", {}).get(k) for k in MACHINE_KEYS}, sort_keys=True) for s in sweeps}
-    if len(machines) != 1 or any(not s.get("machine") for s in sweeps):
+    if not all(same_machine(sweeps[0].get("machine"), s.get("machine")) for s in sweeps):
         raise SystemExit("choose_base.py: the sweeps were not all run on one machine (their 'machine' records "
-                         f"{', '.join(MACHINE_KEYS)} differ or are missing): run every base's sweep on one machine")
+                         f"{', '.join(SAME_MACHINE)} differ or are missing): run every base's sweep on one machine")
     keyed = [{(r["variant"], r["learning_rate"], r["epochs"], r["seed"]): r["f1"] for r in s["runs"] if r.get("max_steps") is None}
              for s in sweeps]
     common = set.intersection(*(set(k) for k in keyed))

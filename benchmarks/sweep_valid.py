@@ -17,6 +17,8 @@ chosen rates give the best mean F1 over the methods (a tie goes to the smaller b
 
 Resumable: a row already in ``--output`` with the same method flags, rate, budget, seed, base and data
 is reused, not trained again, so a sweep can be extended (another rate, seed or method) or restarted.
+Only on the machine that measured it (``bench_methods.machine()``, recorded in the file): another
+machine's file is refused in one line, since LoRA's and P-tuning's figures differ between CPUs.
 A benchmark, not a test: each run takes about what a notebook run takes (1-3 minutes on 2 cores).
 """
 
@@ -39,7 +41,6 @@ from glmlab.notebooks import experiment  # noqa: E402
 
 DEFAULT_GRID = {"lora": (3e-3, 5e-3, 1e-2), "zero3": (1e-3, 2e-3)}
 NOTEBOOK_EPOCHS = 3  # the notebooks' step budget: 3 epochs of 125 optimizer steps
-MACHINE: dict = {}  # bench_methods.machine(), set by main()
 
 
 def parse_grid(items: list[str]) -> dict[str, tuple[float, ...]]:
@@ -123,12 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {label: experiment.default_learning_rate(methods[label]) for label in methods}
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
 
-    from bench_methods import machine  # noqa: E402
+    from bench_methods import SAME_MACHINE, machine, same_machine  # noqa: E402
 
-    global MACHINE
-    MACHINE = machine()
+    measured_on = machine()
     output = Path(args.output)
-    done = {run_key(r): r for r in json.loads(output.read_text(encoding="utf-8"))["runs"]} if output.is_file() else {}
+    earlier = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else {"runs": [], "machine": measured_on}
+    if not same_machine(earlier.get("machine"), measured_on):  # its rows would be stamped with this machine
+        raise SystemExit(f"sweep_valid.py: --output {output}: its runs were measured on another machine (or one it does "
+                         f"not record; {', '.join(SAME_MACHINE)}), and LoRA's figures differ between CPUs: give this "
+                         "machine's sweep its own --output")
+    done = {run_key(r): r for r in earlier["runs"]}
     rows: list[dict] = []
 
     def save() -> None:
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"command": " ".join(["python benchmarks/sweep_valid.py", *(argv if argv is not None else sys.argv[1:])]),
                   "mode": args.mode, "base": base.name, "train": train_path.name, "scored_on": valid_path.name,
                   "data": data, "grid": grid, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": args.seeds,
-                  "machine": MACHINE,  # LoRA's and P-tuning's figures differ between CPUs: compare sweeps of one machine
+                  "machine": measured_on,  # LoRA's and P-tuning's figures differ between CPUs: compare sweeps of one machine
                   "chosen": chosen,
                   "current_defaults": {"learning_rates": {k: defaults[k] for k in grid}, "epochs": NOTEBOOK_EPOCHS},
                   # rows of earlier, wider sweeps are kept (and reused when asked for again)

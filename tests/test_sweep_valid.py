@@ -74,3 +74,10 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     assert sweep.main(["--grid", "lora=3e-3,5e-3,1e-2", *argv[2:]]) == 0
     assert [c[:2] for c in calls[2:]] == [("lora-lr0.003", 3e-3)]
     assert len(json.loads(out.read_text())["runs"]) == 3
+    # another machine's sweep is not extended here (its rows would pass for this machine's): one line, nothing run
+    other = json.loads(out.read_text())
+    other["machine"]["cpu_capability"] = "another kernel set"
+    out.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="measured on another machine"):
+        sweep.main(["--grid", "lora=2e-2", *argv[2:]])
+    assert len(calls) == 3 and json.loads(out.read_text()) == other
