@@ -35,6 +35,7 @@ TRAINING = ("02_freeze", "03_ptuning", "04_lora", "05_full_zero3")
 VARIANTS = {"02_freeze": ["freeze"], "03_ptuning": ["projection", "embedding"], "04_lora": ["lora"],
             "05_full_zero3": ["zero3"]}
 REPLAY_SHARES = (0.25,)  # 06's replay runs in the test (its default: 0.1 and 0.25)
+D2Q_EPOCHS = 1  # 06's doc-to-question runs in the test (its default: 2)
 OFFLOAD_STEPS = 40  # 05's short ZeRO-3 + offload run beside its ZeRO-3 run (offload_max_steps)
 STEPS = 375  # the notebooks' default step budget: 3 epochs of 125 optimizer steps
 
@@ -157,7 +158,10 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
     # One replay share instead of the default two: each share is two more runs (LoRA and full), and what the test
     # checks of them does not depend on how many there are; the committed, rendered 06 shows the default two.
-    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), replay_shares=list(REPLAY_SHARES))
+    # Doc-to-question for one epoch instead of two (five runs of 57 steps instead of 114, about a minute less): the
+    # test checks that the methods beat the base there, not by how much; the rendered 06 shows the default.
+    execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), replay_shares=list(REPLAY_SHARES),
+            d2q_num_train_epochs=D2Q_EPOCHS)
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
     check_forgetting(comparison, tmp_path / "06_eval.ipynb")  # drop = before - after, [0, 1], the words hold
     rows = comparison["runs"]
