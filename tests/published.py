@@ -35,10 +35,10 @@ QUICKSTART_F1_FLOOR = 0.759
 # at least 3 seeds, minus max(FLOOR_MARGIN, 3 standard deviations). A method whose floor would fall under LEARNT
 # (P-tuning on the embedding alone learns nothing in 375 steps) is reported, not asserted.
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
-# bench_methods' outputs: seeds 1-3 with the notebook kernel on 2 threads on each machine, and, when it is
-# committed, seed 1 on 1 thread (the bases' numerics, so their greedy answers, depend on the thread count:
-# python benchmarks/bench_methods.py --threads 1 --seeds 1 --replay_shares 0.25 --output_dir runs/bench_methods_t1
-# --json benchmarks/results/methods_threads1.json; not run yet); a floor is under every one of them.
+# bench_methods' outputs: seeds 1-3 with the notebook kernel on 2 threads on each machine, and seed 1 on 1 thread on
+# the second (a base's numerics may depend on the thread count; there every quality figure came out the same as on 2
+# threads: python benchmarks/bench_methods.py --threads 1 --seeds 1 --replay_shares 0.25 --output_dir
+# runs/bench_methods_t1 --json benchmarks/results/methods_threads1.json); a floor is under every one of them.
 # Two machines (x86_64 CPUs whose kernels differ, so trained weights differ too): methods.json on the first,
 # methods_epyc.json (an AMD EPYC with AVX-512) on the second. Freeze and full fine-tuning gave the same figures on
 # both, to the last digit; LoRA and the P-tuning variants did not.

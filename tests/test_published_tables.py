@@ -128,3 +128,17 @@ def test_timings_table_is_the_render_record():
                                            ("0.929", 0.931, False), ("14.8", 14.76, True), ("14.8", 14.7, False)])
 def test_close_reads_the_printed_precision(cell, value, ok):
     assert close(cell, value) is ok
+
+
+def test_quoted_floors_are_the_rules():
+    """The floors notebooks/README.md quotes are the ones tests/published.py derives from the committed benchmarks."""
+    from published import method_floors
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    quoted = re.search(r"overall and on unseen forms \(LoRA ([\d.]+) and ([\d.]+), full ([\d.]+) and ([\d.]+), Freeze "
+                       r"([\d.]+) and ([\d.]+), P-tuning with the projection ([\d.]+) and ([\d.]+), on the embedding alone "
+                       r"([\d.]+) and ([\d.]+);", text)
+    assert quoted, "the sentence quoting the floors is gone from notebooks/README.md"
+    overall, form = method_floors(), method_floors(metric="triple_f1_form")
+    expected = [v for m in ("lora", "zero3", "freeze", "projection", "embedding") for v in (overall[m], form[m])]
+    assert all(close(cell, value) for cell, value in zip(quoted.groups(), expected)), (quoted.groups(), expected)
