@@ -25,7 +25,7 @@ from pathlib import Path
 # 1e-2, the 250-record test split), measured with two CPU processes of one thread: seed 1234 (the quickstart's)
 # 0.796 on the first machine below, 0.856 on the second; seeds 1-3 (python benchmarks/bench_methods.py) 0.820, 0.831,
 # 0.832 on the first (benchmarks/results/methods.json), 0.842, 0.809, 0.839 on the second (methods_epyc.json).
-# Floor: LoRA's floor by the rule below (the lowest of the six less max(FLOOR_MARGIN, 3 std) = 0.809 - 0.05);
+# Floor: LoRA's floor by the rule below (the lowest of its seven runs less max(FLOOR_MARGIN, 3 std) = 0.809 - 0.05);
 # tests/test_published.py checks that the two agree.
 QUICKSTART_F1_FLOOR = 0.759
 # Held-out triple F1 in 06 (seed 1234) is asserted against a floor per method, from the committed multi-seed
