@@ -9,14 +9,15 @@ PYTHON=${PYTHON:-python3}
 . .venv/bin/activate
 # --no-compile: Python compiles each module when it is first imported instead of pip compiling every file of
 # every package up front (most of torch's and the notebook stack's are never imported here).
+export PIP_NO_COMPILE=1
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    python -m pip install --no-compile "torch==2.13.0"
+    python -m pip install "torch==2.13.0"
   else
     # A local CPU wheel where the machine provides one, else PyTorch's CPU wheel index.
-    python -m pip install --no-compile "torch==2.13.0+cpu" 2>/dev/null \
-      || python -m pip install --no-compile "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+    python -m pip install "torch==2.13.0+cpu" 2>/dev/null \
+      || python -m pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-python -m pip install --no-compile -q -e ".[notebooks,test]"
+python -m pip install -q -e ".[notebooks,test]"
 python -c "import torch, transformers, peft, deepspeed; print(f'glmlab set up: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, deepspeed {deepspeed.__version__}')"
