@@ -7,8 +7,6 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
-# --no-compile: Python compiles each module when it is first imported instead of pip compiling every file of
-# every package up front (most of torch's and the notebook stack's are never imported here).
 export PIP_NO_COMPILE=1
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
