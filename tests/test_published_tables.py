@@ -61,26 +61,33 @@ def test_sweep_table_is_the_committed_sweep():
 
 
 def test_base_table_is_the_committed_base_choice():
-    """The base generation chosen on validation: each row mean ± std of its sweep, the bold one base_choice.json's
-    choice and the notebooks' default; the main README quotes the same figures."""
+    """The base generation chosen on validation: one row per base and LoRA rate, mean ± std of its sweep; in bold
+    each base's best rate (the one base_choice.json compares) and the chosen base, which the notebooks run by
+    default; the main README quotes each base's best figure."""
     results = REPO / "benchmarks" / "results"
     choice = json.loads((results / "base_choice.json").read_text(encoding="utf-8"))
     assert choice["scored_on"] == "spo_valid.jsonl" and choice["methods"] == ["lora"] and len(choice["seeds"]) == 3
-    rows = table_after(README.read_text(encoding="utf-8"), "| base | seeds | valid F1 |")
-    modes = [re.search(r"`(glm\d?)`", row[0]).group(1) for row in rows]
-    assert modes == list(choice["by_base"]) == ["glm", "glm2", "glm3"]
-    main_readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = table_after(README.read_text(encoding="utf-8"), "| base | rate | seeds | valid F1 |")
+    keys = [(re.search(r"`(glm\d?)`", row[0]).group(1), float(row[1])) for row in rows]
+    assert list(dict.fromkeys(mode for mode, _ in keys)) == list(choice["by_base"]) == ["glm", "glm2", "glm3"]
+    compared = {(mode, float(rate)) for mode, row in choice["by_base"].items() for rate in row["methods"]["lora"]["by_rate"]}
+    assert set(keys) == compared and len(keys) == len(compared), (keys, compared)  # every rate compared, once
+    main_readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     kinds = ("pair", "form", "opening", "familiar_wording")
-    for mode, (name, seeds, f1, *novelty) in zip(modes, rows):
-        runs = json.loads((results / f"base_sweep_{mode}.json").read_text(encoding="utf-8"))["runs"]
+    for (mode, rate), (name, _, seeds, f1, *novelty) in zip(keys, rows):
+        sweep = json.loads((results / f"base_sweep_{mode}.json").read_text(encoding="utf-8"))
+        runs = [r for r in sweep["runs"] if r["variant"] == "lora" and r["learning_rate"] == rate and r.get("max_steps") is None]
         values = [r["f1"] for r in runs]
-        assert int(seeds) == len(values) == 3 and {r["seed"] for r in runs} == set(choice["seeds"])
-        assert close(f1, statistics.fmean(values)) and close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (mode, f1)
-        assert close(f1, choice["by_base"][mode]["mean_f1"]), mode
-        assert f1.replace("*", "") in main_readme, (mode, f1)  # the main README's sentence quotes it
-        assert f1.startswith("**") == (mode == choice["chosen"]), (mode, f1)
+        assert int(seeds) == len(values) == 3 and {r["seed"] for r in runs} == set(choice["seeds"]), (mode, rate)
+        assert close(f1, statistics.fmean(values)) and close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (mode, rate, f1)
+        best = choice["by_base"][mode]["methods"]["lora"]
+        assert close(f1, best["by_rate"][f"{rate:g}"]), (mode, rate)
+        assert f1.startswith("**") == (rate == best["learning_rate"]), (mode, rate, f1)  # bold: the base's best rate
+        if rate == best["learning_rate"]:
+            assert close(f1, choice["by_base"][mode]["mean_f1"]) and f1.replace("*", "") in main_readme, (mode, f1)
+        assert name.startswith("**") == (mode == choice["chosen"]), (mode, name)
         for kind, cell in zip(kinds, novelty):
-            assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (mode, kind)
+            assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (mode, rate, kind)
     from glmlab.notebooks import quickstart
 
     assert quickstart.setup("", "").mode == choice["chosen"]  # the quickstart and notebooks run the chosen base
