@@ -74,9 +74,9 @@ def test_base_table_is_the_committed_base_choice():
     assert set(keys) == compared and len(keys) == len(compared), (keys, compared)  # every rate compared, once
     main_readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     kinds = ("pair", "form", "opening", "familiar_wording")
+    sweeps = {mode: json.loads((results / f"base_sweep_{mode}.json").read_text(encoding="utf-8"))["runs"] for mode in choice["by_base"]}
     for (mode, rate), (name, _, seeds, f1, *novelty) in zip(keys, rows):
-        sweep = json.loads((results / f"base_sweep_{mode}.json").read_text(encoding="utf-8"))
-        runs = [r for r in sweep["runs"] if r["variant"] == "lora" and r["learning_rate"] == rate and r.get("max_steps") is None]
+        runs = [r for r in sweeps[mode] if r["variant"] == "lora" and r["learning_rate"] == rate and r.get("max_steps") is None]
         values = [r["f1"] for r in runs]
         assert int(seeds) == len(values) == 3 and {r["seed"] for r in runs} == set(choice["seeds"]), (mode, rate)
         assert close(f1, statistics.fmean(values)) and close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (mode, rate, f1)
