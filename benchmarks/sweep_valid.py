@@ -15,8 +15,8 @@ The choice: per method and budget, the rate with the best validation F1 (mean ov
 to the current default, then to the lower rate); the budget, when several are swept, is the one whose
 chosen rates give the best mean F1 over the methods (a tie goes to the smaller budget).
 
-Resumable: a row already in ``--output`` with the same method flags, rate, budget, seed, base and data
-is reused, not trained again, so a sweep can be extended (another rate, seed or method) or restarted.
+Resumable: a row already in ``--output`` with the same method flags, rate, budget, seed, base (its weights'
+digest: a rebuilt base is another base) and data is reused, not trained again, so a sweep can be extended (another rate, seed or method) or restarted.
 Only on the machine that measured it (``bench_methods.machine()``, recorded in the file): another
 machine's file is refused in one line, since LoRA's and P-tuning's figures differ between CPUs.
 A benchmark, not a test: each run takes about what a notebook run takes (1-3 minutes on 2 cores).
@@ -65,7 +65,7 @@ def file_digest(path: str | Path) -> str:
 
 def run_key(row: dict[str, Any]) -> tuple:
     """What must agree for a finished row to stand in for a run the sweep would make."""
-    return (row["mode"], row["base"], json.dumps(row["data"], sort_keys=True), json.dumps(row["flags"], sort_keys=True),
+    return (row["mode"], row["base"], row.get("base_weights"), json.dumps(row["data"], sort_keys=True), json.dumps(row["flags"], sort_keys=True),
             row["learning_rate"], row["epochs"], row.get("max_steps"), row["seed"])
 
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = experiment.study_methods(config.num_layers)
     defaults = {label: experiment.default_learning_rate(methods[label]) for label in methods}
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
+    weights = file_digest(next(base.glob("*.safetensors"), None) or next(base.glob("*.bin")))  # a rebuilt base is another base
 
     from bench_methods import SAME_MACHINE, machine, same_machine  # noqa: E402
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, rates in grid.items():
                 for rate in rates:
                     flags = {**methods[label], "learning_rate": rate}
-                    row = {"mode": args.mode, "base": base.name, "data": data, "flags": methods[label], "variant": label,
+                    row = {"mode": args.mode, "base": base.name, "base_weights": weights, "data": data, "flags": methods[label], "variant": label,
                            "learning_rate": rate, "epochs": epochs, "max_steps": args.max_steps, "seed": seed}
                     run_dir = Path(setup.output_dir) / f"{label}-lr{rate:g}"
                     if run_key(row) in done:

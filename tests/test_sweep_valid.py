@@ -48,7 +48,7 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     def fake_run_method(label, flags, setup, probes=None):
         calls.append((label, flags["learning_rate"], setup.test_path))
         run_dir = Path(setup.output_dir) / label
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # a run again replaces its own folder, as run_method does
         samples = [json.loads(line) for line in Path(setup.test_path).read_text(encoding="utf-8").splitlines()]
         with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:  # perfect at 1e-2, empty otherwise
             for s in samples:
@@ -74,6 +74,15 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     assert sweep.main(["--grid", "lora=3e-3,5e-3,1e-2", *argv[2:]]) == 0
     assert [c[:2] for c in calls[2:]] == [("lora-lr0.003", 3e-3)]
     assert len(json.loads(out.read_text())["runs"]) == 3
+    # a rebuilt base is another base: rows of other weights are not reused (and are kept in the file)
+    record = json.loads(out.read_text())
+    for row in record["runs"]:
+        row["base_weights"] = "0" * 16
+    out.write_text(json.dumps(record))
+    assert sweep.main(["--grid", "lora=1e-2", *argv[2:]]) == 0
+    assert [c[:2] for c in calls[3:]] == [("lora-lr0.01", 1e-2)]
+    assert len(json.loads(out.read_text())["runs"]) == 4
+    calls[3:] = []
     # another machine's sweep is not extended here (its rows would pass for this machine's): one line, nothing run
     other = json.loads(out.read_text())
     other["machine"]["cpu_capability"] = "another kernel set"
