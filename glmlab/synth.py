@@ -115,8 +115,24 @@ VARIABLES = ("a", "b", "x", "y", "n", "rpm", "volt", "oil_temp", "fan_speed", "f
 
 # ============================================================================ samples
 
-def _words(rng: random.Random, low: int, high: int) -> list[str]:
+def word_pool(words: str = "parts") -> list[str]:
+    """The words the copy and reverse skills draw from: ``parts`` (parts, their faults and tools: the
+    shipped corpus) or ``lexicon`` (those, and the performance items and their problems: every word a
+    triple can hold but a system). A word no answer of the corpus holds is one a small base never wrote;
+    ``benchmarks/base_variants.py`` measures what writing them does to fine-tuning."""
+    if words not in WORD_POOLS:
+        raise ValueError(f"words must be one of {', '.join(WORD_POOLS)} (got {words!r})")
     pool = sorted(PARTS) + sorted({f for _, faults, _, _ in PARTS.values() for f in faults}) + TOOLS
+    if words == "lexicon":
+        faults = {f for _, faults, _, _ in PARTS.values() for f in faults}
+        pool += sorted(PERFORMANCE) + sorted({b for bad in PERFORMANCE.values() for b in bad} - faults)
+    return pool
+
+
+WORD_POOLS = ("parts", "lexicon")
+
+
+def _words(rng: random.Random, low: int, high: int, pool: list[str]) -> list[str]:
     return rng.sample(pool, rng.randint(low, high))
 
 
@@ -145,17 +161,17 @@ def _world_sentences(rng: random.Random) -> str:
     return "".join(sentences)
 
 
-def _copy(rng: random.Random) -> tuple[str, str]:
-    text = "、".join(_words(rng, 2, 5)) if rng.random() < 0.4 else _world_sentences(rng)
+def _copy(rng: random.Random, pool: list[str]) -> tuple[str, str]:
+    text = "、".join(_words(rng, 2, 5, pool)) if rng.random() < 0.4 else _world_sentences(rng)
     return text, text
 
 
-def _reverse(rng: random.Random) -> tuple[str, str]:
-    words = _words(rng, 2, 4)
+def _reverse(rng: random.Random, pool: list[str]) -> tuple[str, str]:
+    words = _words(rng, 2, 4, pool)
     return "、".join(words), "、".join(reversed(words))
 
 
-def _sort(rng: random.Random) -> tuple[str, str]:
+def _sort(rng: random.Random, pool: list[str] | None = None) -> tuple[str, str]:
     numbers = [rng.choice(DIGITS) for _ in range(rng.randint(3, 6))]
     return " ".join(numbers), " ".join(sorted(numbers))
 
@@ -223,7 +239,7 @@ def translate_items() -> list[tuple[bool, str, str]]:
     return items
 
 
-def _code(rng: random.Random) -> tuple[str, str]:
+def _code(rng: random.Random, pool: list[str] | None = None) -> tuple[str, str]:
     """Assignments, one per line, written as the Python dict they build, or the other way round."""
     names = rng.sample(VARIABLES, rng.randint(2, 5))
     values = {n: int(rng.choice(DIGITS)) for n in names}
@@ -245,12 +261,14 @@ SKILL_INSTRUCTIONS = {
 SKILLS = tuple(SKILL_INSTRUCTIONS)
 
 
-def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0,
+                   words: str = "parts") -> tuple[list[dict], list[dict]]:
     """The general corpus and its held-out probes: ``(train, probes)``, samples with a ``skill`` field.
 
     ``n_per_skill`` training samples per skill (the knowledge skill cycles through its facts),
-    ``n_probe`` probes per skill, none of which the corpus holds.
+    ``n_probe`` probes per skill, none of which the corpus holds; ``words``: :func:`word_pool`.
     """
+    pool = word_pool(words)
     rng = random.Random(seed)
     train: list[dict] = []
     probes: list[dict] = []
@@ -263,13 +281,13 @@ def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0) ->
     for skill, make in makers.items():
         held: set[str] = set()
         while len(held) < n_probe:
-            text, answer = make(rng)
+            text, answer = make(rng, pool)
             if text not in held:
                 held.add(text)
                 probes.append(sample(skill, text, answer))
         count = 0
         while count < n_per_skill:
-            text, answer = make(rng)
+            text, answer = make(rng, pool)
             if text not in held:
                 train.append(sample(skill, text, answer))
                 count += 1

@@ -15,6 +15,7 @@ import glmlab
 from glmlab.notebooks import experiment
 from glmlab.notebooks.pretrained import (
     ASSETS,
+    CORPUS,
     LOG_FILE,
     PROBE_FILE,
     base_model_dir,
@@ -115,6 +116,7 @@ def test_rebuild_command_writes_a_loadable_base(tmp_path):
     printed = json.loads(proc.stdout.strip().splitlines()[-1].split(" (")[0])["probe_accuracy"]
     record = json.loads((out / PROBE_FILE).read_text())
     assert 0.0 <= printed <= 1.0 and printed == pytest.approx(record["overall"], abs=1e-4)  # what it says is what it wrote
+    assert record["threads"] == 1 and record["corpus"] == CORPUS  # the shipped word pool: recorded as the shipped bases'
     assert record["mode"] == "glm3" and set(record["skills"]) == set(json.loads(
         (base_model_dir("glm3") / PROBE_FILE).read_text())["skills"])
     model = glmlab.load_model(out, "glm3")

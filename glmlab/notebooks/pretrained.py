@@ -82,8 +82,9 @@ def general_probes() -> list[dict]:
     return general_corpus(CORPUS["n_per_skill"], CORPUS["n_probe"], CORPUS["seed"])[1]
 
 
-def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threads: int = 2) -> dict:
-    """Pretrain the base of ``mode`` into ``output_dir`` (must not exist or be empty); returns its probe scores."""
+def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threads: int = 2, words: str = "parts") -> dict:
+    """Pretrain the base of ``mode`` into ``output_dir`` (must not exist or be empty); returns its probe scores.
+    ``words``: the corpus's word pool (:func:`glmlab.synth.word_pool`; the shipped bases: ``parts``)."""
     import torch
 
     from glmlab.inference import load_for_inference
@@ -97,7 +98,8 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
         raise ValueError(f"--output_dir {output_dir} is not empty")
     work = Path(tempfile.mkdtemp(prefix=f"glmlab-base-{mode}-"))
     try:
-        train, probes = general_corpus(**CORPUS)
+        corpus = {**CORPUS, **({"words": words} if words != "parts" else {})}
+        train, probes = general_corpus(**corpus)
         write_jsonl(work / "general_train.jsonl", train)
         init = make_tiny(mode, work / "init", seed=RECIPE["seed"], **SIZES)
         flags = {**RECIPE, "mode": mode, "model_name_or_path": init, "train_path": work / "general_train.jsonl",
@@ -128,9 +130,10 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
         write_weights({k: v.half() for k, v in model.state_dict().items()}, staging, "safetensors")
         log = work / "run" / "metrics.jsonl"
         (staging / LOG_FILE).write_text(log.read_text(encoding="utf-8") if log.is_file() else "", encoding="utf-8")
-        record = {"mode": mode, "sizes": SIZES, "recipe": RECIPE, "corpus": CORPUS, "torch": torch.__version__,
+        record = {"mode": mode, "sizes": SIZES, "recipe": RECIPE, "corpus": corpus, "torch": torch.__version__,
+                  "threads": threads,  # the rebuild is deterministic for a torch build and thread count
                   "overall": scores["overall"], "skills": scores["skills"], "n": scores["n"],
-                  "command": f"python -m glmlab.notebooks.pretrained --mode {mode} --output_dir OUT"}
+                  "command": f"python -m glmlab.notebooks.pretrained --mode {mode} --threads {threads} --words {words} --output_dir OUT"}
         (staging / PROBE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         if output_dir.exists():
@@ -150,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="score the shipped base (or --output_dir) on its probes")
     parser.add_argument("--max_steps", type=int, help="stop pretraining early (a quick check of the recipe)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--words", default="parts", choices=["parts", "lexicon"],
+                        help="the corpus's word pool (glmlab.synth.word_pool); the shipped bases: parts")
     args = parser.parse_args(argv)
     if not args.output_dir and not args.probe:
         parser.error("pass --output_dir (rebuild) or --probe (score)")
     if args.output_dir and not args.probe:
         try:
-            scores = build(args.mode, args.output_dir, args.max_steps, args.threads)
+            scores = build(args.mode, args.output_dir, args.max_steps, args.threads, args.words)
         except ValueError as err:
             parser.error(str(err))
     else:
