@@ -105,6 +105,30 @@ def test_data_variants_table_is_the_committed_benchmark():
             assert close(cell, summary[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), summary[metric]["std"]), (name, metric)
 
 
+def test_base_variants_table_is_the_committed_benchmark():
+    """Bases pretrained on either word pool: mean ± std over seeds of benchmarks/results/base_variants.json; the
+    pool validation chose, and whether the shipped bases are built from it, as the README says."""
+    from glmlab.notebooks.pretrained import CORPUS, base_model_dir
+
+    bench = json.loads((REPO / "benchmarks" / "results" / "base_variants.json").read_text(encoding="utf-8"))
+    rows = table_after(README.read_text(encoding="utf-8"), "| base | probes | valid F1 |")
+    assert [row[0].strip("*`") for row in rows] == ["shipped", "parts", "lexicon"]
+    for name, probes, *cells in rows:
+        valid, test = bench["valid"][name.strip("*`")], bench["test"][name.strip("*`")]
+        assert close(probes, bench["probe_accuracy"][name.strip("*`")])
+        for (split, metric), cell in zip(((valid, "f1"), (valid, "f1_form"), (test, "f1"), (test, "f1_form"),
+                                          (test, "f1_word"), (test, "recall_untrained_tail")), cells):
+            assert close(cell, split[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), split[metric]["std"]), (name, metric)
+            assert split[metric]["n"] == 3
+    chosen, shipped = bench["chosen_on_validation"]["words"], CORPUS.get("words", "parts")
+    assert [row[0] for row in rows if row[0].startswith("**")] == [f"**`{chosen}`**"]
+    for mode in ("glm", "glm2", "glm3"):  # the recipe's pool is the one the shipped bases were built from
+        assert json.loads((base_model_dir(mode) / "probes.json").read_text(encoding="utf-8"))["corpus"].get("words", "parts") == shipped
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert f"validation chose `{chosen}`" in text.lower()
+    assert chosen == shipped or f"the shipped bases are still built from `{shipped}`" in text  # a choice not yet shipped says so
+
+
 @pytest.mark.parametrize("header,bench_file", [("| run | test F1 | unseen form |", "methods.json"),
                                                ("| run (second machine) | test F1 | unseen form |", "methods_epyc.json")])
 def test_test_split_table_is_the_committed_benchmark(header, bench_file):
