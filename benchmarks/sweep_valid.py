@@ -16,7 +16,8 @@ to the current default, then to the lower rate); the budget, when several are sw
 chosen rates give the best mean F1 over the methods (a tie goes to the smaller budget).
 
 Resumable: a row already in ``--output`` with the same method flags, rate, budget, seed, base (its weights'
-digest: a rebuilt base is another base) and data is reused, not trained again, so a sweep can be extended (another rate, seed or method) or restarted.
+digest: a rebuilt base is another base) and data is reused, not trained again, so a sweep can be extended
+(another rate, seed or method) or restarted.
 Only on the machine that measured it (``bench_methods.machine()``, recorded in the file): another
 machine's file is refused in one line, since LoRA's and P-tuning's figures differ between CPUs.
 A benchmark, not a test: each run takes about what a notebook run takes (1-3 minutes on 2 cores).
@@ -65,8 +66,8 @@ def file_digest(path: str | Path) -> str:
 
 def run_key(row: dict[str, Any]) -> tuple:
     """What must agree for a finished row to stand in for a run the sweep would make."""
-    return (row["mode"], row["base"], row.get("base_weights"), json.dumps(row["data"], sort_keys=True), json.dumps(row["flags"], sort_keys=True),
-            row["learning_rate"], row["epochs"], row.get("max_steps"), row["seed"])
+    return (row["mode"], row["base"], row.get("base_weights"), json.dumps(row["data"], sort_keys=True),
+            json.dumps(row["flags"], sort_keys=True), row["learning_rate"], row["epochs"], row.get("max_steps"), row["seed"])
 
 
 def novelty_scores(predictions: str | Path) -> dict[str, dict[str, float]]:
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             for label, rates in grid.items():
                 for rate in rates:
                     flags = {**methods[label], "learning_rate": rate}
-                    row = {"mode": args.mode, "base": base.name, "base_weights": weights, "data": data, "flags": methods[label], "variant": label,
-                           "learning_rate": rate, "epochs": epochs, "max_steps": args.max_steps, "seed": seed}
+                    row = {"mode": args.mode, "base": base.name, "base_weights": weights, "data": data, "flags": methods[label],
+                           "variant": label, "learning_rate": rate, "epochs": epochs, "max_steps": args.max_steps, "seed": seed}
                     run_dir = Path(setup.output_dir) / f"{label}-lr{rate:g}"
                     if run_key(row) in done:
                         rows.append(done[run_key(row)])

@@ -94,7 +94,7 @@ PERFORMANCE: dict[str, tuple[str, ...]] = {
     "方向盘": ("抖动", "跑偏", "沉重"),
     "启动": ("困难", "缓慢", "无反应"),
 }
-# Chinese -> English, for the translation skill (every part, fault and problem word).
+# Chinese -> English, for the translation skill (every part and part fault; no performance problem).
 ENGLISH: dict[str, str] = {name: eng for name, (_, _, _, eng) in PARTS.items()}
 ENGLISH.update({
     "漏油": "oil leak", "异响": "noise", "抖动": "shaking", "过热": "overheating", "熄火": "stalling",
@@ -122,9 +122,9 @@ def word_pool(words: str = "parts") -> list[str]:
     ``benchmarks/base_variants.py`` measures what writing them does to fine-tuning."""
     if words not in WORD_POOLS:
         raise ValueError(f"words must be one of {', '.join(WORD_POOLS)} (got {words!r})")
-    pool = sorted(PARTS) + sorted({f for _, faults, _, _ in PARTS.values() for f in faults}) + TOOLS
-    if words == "lexicon":
-        faults = {f for _, faults, _, _ in PARTS.values() for f in faults}
+    faults = {f for _, faults, _, _ in PARTS.values() for f in faults}
+    pool = sorted(PARTS) + sorted(faults) + TOOLS
+    if words == "lexicon":  # the same order first, so that the shipped pool's draws are a prefix of the words
         pool += sorted(PERFORMANCE) + sorted({b for bad in PERFORMANCE.values() for b in bad} - faults)
     return pool
 
