@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
 sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods.machine and unseen_words, however this file is loaded
 
-VARIANTS = ("shipped", "parts", "lexicon")
+from glmlab.synth import WORD_POOLS  # noqa: E402
+
+VARIANTS = ("shipped", *WORD_POOLS)  # the committed base, then one rebuilt from each pool
 
 
 def base_folder(variant: str, mode: str, runs_dir: Path, threads: int) -> Path:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         base_folder(args.build_only, args.mode, runs_dir, args.threads)
         return 0
 
-    from bench_methods import machine, same_machine
+    from bench_methods import earlier_runs, machine
     from unseen_words import analyse, tails
 
     from glmlab.data import read_samples
@@ -106,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     measured_on = machine()
     output = Path(args.output)
-    earlier = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else {"runs": [], "machine": measured_on}
-    if not same_machine(earlier.get("machine"), measured_on):
-        raise SystemExit(f"base_variants.py: --output {output}: measured on another machine; give this one its own --output")
+    earlier = earlier_runs(output, measured_on, "base_variants.py")
     bases = build_all(args.variants, args.mode, runs_dir, args.threads)
     probes = {v: json.loads((bases[v] / "probes.json").read_text(encoding="utf-8"))["overall"] for v in args.variants}
     trained = tails(read_samples(experiment.data_path("spo_train"), references=True))

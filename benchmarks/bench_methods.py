@@ -100,6 +100,17 @@ def same_machine(a: dict | None, b: dict | None) -> bool:
     return bool(a and b) and all(a.get(k) == b.get(k) for k in SAME_MACHINE)
 
 
+def earlier_runs(output: Path, measured_on: dict, script: str) -> dict:
+    """What a resumable benchmark wrote to ``output`` before (``{"runs": [], ...}`` when nothing), refused in one
+    line when another machine measured it: its rows would pass for this machine's."""
+    earlier = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else {"runs": [], "machine": measured_on}
+    if not same_machine(earlier.get("machine"), measured_on):
+        raise SystemExit(f"{script}: --output {output}: its runs were measured on another machine (or one it does "
+                         f"not record; {', '.join(SAME_MACHINE)}), and LoRA's figures differ between CPUs: give this "
+                         "machine's runs their own --output")
+    return earlier
+
+
 def machine() -> dict:
     """Where the numbers were measured: the bases' numerics depend on the CPU and the thread count."""
     import os

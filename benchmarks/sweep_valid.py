@@ -126,15 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
     weights = file_digest(next(base.glob("*.safetensors"), None) or next(base.glob("*.bin")))  # a rebuilt base is another base
 
-    from bench_methods import SAME_MACHINE, machine, same_machine  # noqa: E402
+    from bench_methods import earlier_runs, machine  # noqa: E402
 
     measured_on = machine()
     output = Path(args.output)
-    earlier = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else {"runs": [], "machine": measured_on}
-    if not same_machine(earlier.get("machine"), measured_on):  # its rows would be stamped with this machine
-        raise SystemExit(f"sweep_valid.py: --output {output}: its runs were measured on another machine (or one it does "
-                         f"not record; {', '.join(SAME_MACHINE)}), and LoRA's figures differ between CPUs: give this "
-                         "machine's sweep its own --output")
+    earlier = earlier_runs(output, measured_on, "sweep_valid.py")
     done = {run_key(r): r for r in earlier["runs"]}
     rows: list[dict] = []
 

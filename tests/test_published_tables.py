@@ -114,8 +114,9 @@ def test_base_variants_table_is_the_committed_benchmark():
     rows = table_after(README.read_text(encoding="utf-8"), "| base | probes | valid F1 |")
     assert [row[0].strip("*`") for row in rows] == ["shipped", "parts", "lexicon"]
     for name, probes, *cells in rows:
-        valid, test = bench["valid"][name.strip("*`")], bench["test"][name.strip("*`")]
-        assert close(probes, bench["probe_accuracy"][name.strip("*`")])
+        name = name.strip("*`")
+        valid, test = bench["valid"][name], bench["test"][name]
+        assert close(probes, bench["probe_accuracy"][name])
         for (split, metric), cell in zip(((valid, "f1"), (valid, "f1_form"), (test, "f1"), (test, "f1_form"),
                                           (test, "f1_word"), (test, "recall_untrained_tail")), cells):
             assert close(cell, split[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), split[metric]["std"]), (name, metric)

@@ -71,15 +71,16 @@ def test_the_general_corpus_holds_neither_fine_tuning_task(data):
         assert "_部件故障_" not in sample["output"] and "？" not in sample["output"]
 
 
-
 def test_word_pools_and_the_words_the_shipped_corpus_never_writes(data):
     """The shipped corpus (``parts``) writes every part, fault and tool, but not the four performance problems
     only the test split states (benchmarks/base_variants.py); ``lexicon`` writes every word a triple holds."""
+    words = set(synth.word_pool("lexicon")) | {
+        field for name in ("spo_train", "spo_valid", "spo_test") for s in data[name]
+        for triple in filter(None, s["output"].split("\n")) for field in triple.split("_")[::2]}
+
     def unwritten(train: list[dict]) -> list[str]:
         answers = "\n".join(s["output"] for s in train)
-        words = {field for name in ("spo_train", "spo_valid", "spo_test") for s in data[name]
-                 for triple in filter(None, s["output"].split("\n")) for field in triple.split("_")[::2]}
-        return sorted(w for w in words | set(synth.word_pool("lexicon")) if w not in answers)
+        return sorted(w for w in words if w not in answers)
 
     assert unwritten(data["general_train"]) == ["发软", "无反应", "缓慢", "距离过长"]
     lexicon, probes = synth.general_corpus(words="lexicon")
@@ -87,6 +88,7 @@ def test_word_pools_and_the_words_the_shipped_corpus_never_writes(data):
     assert synth.word_pool("lexicon")[:len(synth.word_pool())] == synth.word_pool()
     with pytest.raises(ValueError, match="words must be one of parts, lexicon"):
         synth.general_corpus(words="all")
+
 
 def test_spo_format_matches_the_original(data):
     relations = {"部件故障", "性能故障", "组成", "检测工具"}

@@ -146,6 +146,7 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
 
 def main(argv: list[str] | None = None) -> int:
     from glmlab.parsers import OneLineParser
+    from glmlab.synth import WORD_POOLS
 
     parser = OneLineParser(prog="python -m glmlab.notebooks.pretrained", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", required=True, choices=MODES, help="which generation")
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="score the shipped base (or --output_dir) on its probes")
     parser.add_argument("--max_steps", type=int, help="stop pretraining early (a quick check of the recipe)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--words", default="parts", choices=["parts", "lexicon"],
+    parser.add_argument("--words", default="parts", choices=WORD_POOLS,
                         help="the corpus's word pool (glmlab.synth.word_pool); the shipped bases: parts")
     args = parser.parse_args(argv)
     if not args.output_dir and not args.probe:
