@@ -27,7 +27,8 @@ mean validation F1 than ``parts``, its same-day twin (the sweeps' rule), printed
 on the test split. The test split is then scored with the benchmark's seeds (1, 2, 3) for reporting: F1
 overall and per kind of novelty, and the recall of the triples whose word no training answer writes.
 Resumable: a built base is reused (its ``probes.json`` must name the same word pool), and runs already
-in ``--output`` (same variant, split and seed, on this machine) are kept.
+in ``--output`` (same variant, split and seed, on this machine, and the same base weights: each row carries
+their digest, so that once another base is shipped, ``shipped`` is measured again rather than read back) are kept.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bench_methods import earlier_runs, machine
+    from sweep_valid import file_digest
     from unseen_words import analyse, tails
 
     from glmlab.data import read_samples
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier = earlier_runs(output, measured_on, "base_variants.py")
     bases = build_all(args.variants, args.mode, runs_dir, args.threads)
     probes = {v: json.loads((bases[v] / "probes.json").read_text(encoding="utf-8"))["overall"] for v in args.variants}
+    weights = {v: file_digest(bases[v] / "model.safetensors") for v in args.variants}
     trained = tails(read_samples(experiment.data_path("spo_train"), references=True))
     methods = experiment.study_methods(4)
     flags = {**methods["lora"], "learning_rate": experiment.default_learning_rate(methods["lora"])}
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(variant: str, split: str, seed: int) -> dict:
         for row in rows:
-            if (row["variant"], row["split"], row["seed"], row["mode"]) == (variant, split, seed, args.mode):
+            if (row["variant"], row["split"], row["seed"], row["mode"], row.get("base_weights")) == (
+                    variant, split, seed, args.mode, weights[variant]):
                 return row
         setup = experiment.Setup(model_dir=str(bases[variant]), mode=args.mode, train_path=str(experiment.data_path("spo_train")),
                                  test_path=str(experiment.data_path(f"spo_{split}")), nproc=2, seed=seed, num_train_epochs=3,
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         result = experiment.run_method("lora", flags, setup)
         scored = [json.loads(line) for line in Path(result["predictions"]).read_text(encoding="utf-8").splitlines()]
         words = analyse(scored, trained)
-        row = {"variant": variant, "mode": args.mode, "split": split, "seed": seed, "f1": result["f1"],
+        row = {"variant": variant, "mode": args.mode, "base_weights": weights[variant], "split": split, "seed": seed,
+               "f1": result["f1"],
                "f1_by_novelty": {k: v["f1"] for k, v in result["f1_by_novelty"].items()},
                "recall_untrained_tail": words["recall_untrained_tail"], "recall_trained_tail": words["recall_trained_tail"],
                "final_loss": result["final_loss"], "wall_s": round(time.perf_counter() - start, 1)}
@@ -139,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     def summary(split: str) -> dict:
         out = {}
         for variant in args.variants:
-            mine = [r for r in rows if (r["variant"], r["split"], r["mode"]) == (variant, split, args.mode)
-                    and r["seed"] in (args.seeds if split == "valid" else args.report_seeds)]
+            mine = [r for r in rows if (r["variant"], r["split"], r["mode"], r.get("base_weights")) == (
+                variant, split, args.mode, weights[variant]) and r["seed"] in (args.seeds if split == "valid" else args.report_seeds)]
             if mine:
                 kinds = sorted(set.intersection(*(set(r["f1_by_novelty"]) for r in mine)))
                 recall = [r["recall_untrained_tail"] for r in mine if r["recall_untrained_tail"] is not None]

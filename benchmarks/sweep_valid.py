@@ -17,7 +17,8 @@ chosen rates give the best mean F1 over the methods (a tie goes to the smaller b
 
 Resumable: a row already in ``--output`` with the same method flags, rate, budget, seed, base (its weights'
 digest: a rebuilt base is another base) and data is reused, not trained again, so a sweep can be extended
-(another rate, seed or method) or restarted.
+(another rate, seed or method) or restarted. The file holds one base's sweep: rows of other base weights (a
+base since rebuilt) are dropped from it, said in one line (git keeps them), so that no reader averages two bases.
 Only on the machine that measured it (``bench_methods.machine()``, recorded in the file): another
 machine's file is refused in one line, since LoRA's and P-tuning's figures differ between CPUs.
 A benchmark, not a test: each run takes about what a notebook run takes (1-3 minutes on 2 cores).
@@ -131,13 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     measured_on = machine()
     output = Path(args.output)
     earlier = earlier_runs(output, measured_on, "sweep_valid.py")
-    done = {run_key(r): r for r in earlier["runs"]}
+    stale = [r for r in earlier["runs"] if r.get("base_weights") != weights]
+    if stale:
+        print(f"{output}: dropping {len(stale)} row(s) measured on other weights of the {base.name} base "
+              f"({', '.join(sorted({str(r.get('base_weights')) for r in stale}))}; now {weights})")
+    done = {run_key(r): r for r in earlier["runs"] if r.get("base_weights") == weights}
     rows: list[dict] = []
 
     def save() -> None:
         chosen = choose(rows, defaults)
         record = {"command": " ".join(["python benchmarks/sweep_valid.py", *(argv if argv is not None else sys.argv[1:])]),
-                  "mode": args.mode, "base": base.name, "train": train_path.name, "scored_on": valid_path.name,
+                  "mode": args.mode, "base": base.name, "base_weights": weights, "train": train_path.name, "scored_on": valid_path.name,
                   "data": data, "grid": grid, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": args.seeds,
                   "machine": measured_on,  # LoRA's and P-tuning's figures differ between CPUs: compare sweeps of one machine
                   "chosen": chosen,

@@ -74,14 +74,16 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     assert sweep.main(["--grid", "lora=3e-3,5e-3,1e-2", *argv[2:]]) == 0
     assert [c[:2] for c in calls[2:]] == [("lora-lr0.003", 3e-3)]
     assert len(json.loads(out.read_text())["runs"]) == 3
-    # a rebuilt base is another base: rows of other weights are not reused (and are kept in the file)
+    # a rebuilt base is another base: rows of other weights are neither reused nor kept (one base per file)
     record = json.loads(out.read_text())
+    weights = record["base_weights"]
     for row in record["runs"]:
         row["base_weights"] = "0" * 16
     out.write_text(json.dumps(record))
     assert sweep.main(["--grid", "lora=1e-2", *argv[2:]]) == 0
     assert [c[:2] for c in calls[3:]] == [("lora-lr0.01", 1e-2)]
-    assert len(json.loads(out.read_text())["runs"]) == 4
+    assert "dropping 3 row(s) measured on other weights" in capsys.readouterr().out
+    assert [r["base_weights"] for r in json.loads(out.read_text())["runs"]] == [weights]
     calls[3:] = []
     # another machine's sweep is not extended here (its rows would pass for this machine's): one line, nothing run
     other = json.loads(out.read_text())
