@@ -102,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bench_methods import earlier_runs, machine
-    from sweep_valid import file_digest
     from unseen_words import analyse, tails
 
     from glmlab.data import read_samples
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier = earlier_runs(output, measured_on, "base_variants.py")
     bases = build_all(args.variants, args.mode, runs_dir, args.threads)
     probes = {v: json.loads((bases[v] / "probes.json").read_text(encoding="utf-8"))["overall"] for v in args.variants}
-    weights = {v: file_digest(bases[v] / "model.safetensors") for v in args.variants}
+    weights = {v: experiment.weights_digest(bases[v]) for v in args.variants}
     trained = tails(read_samples(experiment.data_path("spo_train"), references=True))
     methods = experiment.study_methods(4)
     flags = {**methods["lora"], "learning_rate": experiment.default_learning_rate(methods["lora"])}

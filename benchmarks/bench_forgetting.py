@@ -10,7 +10,8 @@ epoch's samples that are general), with the notebooks' flags and step budget (3 
 task), then scores held-out triple F1 and the general skills on the held-out probes (exact match,
 the probes held out of the corpus: checked before anything trains). ``full`` is 06's ``zero3`` run
 (every parameter, ZeRO-3). A finished run's row is kept in ``OUTPUT/seed-S/LABEL/row.json`` and
-reused, so an interrupted benchmark continues where it stopped.
+reused, so an interrupted benchmark continues where it stopped: only for the same base weights (their
+digest is in the row, and in the 06 runs ``--reuse`` takes), so that a rebuilt base trains again.
 
 Writes ``OUTPUT/summary.json`` (every row, mean ± std per method and share) and ``summary.md``, and
 prints the table plus, per method, the best share against the issue's target (means over seeds,
@@ -54,7 +55,10 @@ def run_one(method: str, share: float, seed: int, args: argparse.Namespace, path
     out = Path(args.output_dir) / f"seed-{seed}"
     stored = out / label(method, share) / "row.json"
     if stored.is_file():
-        return json.loads(stored.read_text(encoding="utf-8"))
+        row = json.loads(stored.read_text(encoding="utf-8"))
+        if row.get("base_weights") == args.base_weights:
+            return row
+        print(f"{stored}: measured on other base weights ({row.get('base_weights')}; now {args.base_weights}): trained again")
     reused = reused_row(method, share, seed, args)
     if reused is not None:
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def run_one(method: str, share: float, seed: int, args: argparse.Namespace, path
                              num_train_epochs=args.num_train_epochs, max_steps=args.max_steps)
     flags = experiment.study_methods(config.num_layers)[METHODS[method]]
     row = experiment.run_method(label(method, share), flags, setup, probes)
-    row.update(share=share, seed=seed, train_path=setup.train_path, bench_method=method)
+    row.update(share=share, seed=seed, train_path=setup.train_path, bench_method=method, base_weights=args.base_weights)
     stored.write_text(json.dumps(row, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return row
 
@@ -78,14 +82,14 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
     bench_methods runs 06 for each seed, and 06 trains LoRA and full fine-tuning without replay (its ``lora`` and
     ``zero3`` runs, with the general probes scored after) and with each of its ``replay_shares``: the runs of this
     benchmark, with the same flags, data and seed. A run is taken only when the seed and the generation match and
-    this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes)."""
+    this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes), on the same base weights."""
     if not args.reuse or (args.num_train_epochs, args.max_steps, args.nproc) != (3, None, 2):
         return None
     path = Path(args.reuse) / f"seed-{seed}" / "comparison.json"
     if not path.is_file():
         return None
     comparison = json.loads(path.read_text(encoding="utf-8"))
-    if comparison.get("seed") != seed or comparison.get("mode") != args.mode:
+    if (comparison.get("seed"), comparison.get("mode"), comparison.get("base_weights")) != (seed, args.mode, args.base_weights):
         return None
     if share == 0:
         found = next((r for r in comparison["runs"] if r["variant"] == METHODS[method]), None)
@@ -96,7 +100,7 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
         skills = found["skills"] if found else None
     if found is None:
         return None
-    return {**found, "skills": skills, "share": share, "seed": seed, "bench_method": method,
+    return {**found, "skills": skills, "share": share, "seed": seed, "bench_method": method, "base_weights": args.base_weights,
             "train_path": found.get("train_path"), "reused_from": str(path)}
 
 
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(probes)} probes, none of them among the {compared} general samples replayed", flush=True)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     base_model = experiment.resolve_base(None, args.mode)
+    args.base_weights = experiment.weights_digest(base_model)
     base = experiment.base_row(experiment.Setup(model_dir=str(base_model), mode=args.mode,
                                                 train_path=str(paths["spo_train"]), test_path=str(paths["spo_test"]),
                                                 output_dir=args.output_dir), probes)
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = verdicts(summary)
     record = {"command": " ".join(["python benchmarks/bench_forgetting.py", *(argv if argv is not None else sys.argv[1:])]),
               "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
+              "base_weights": args.base_weights,
               "base": {"f1": base["f1"], "skills": base["skills"]}, "summary": summary, "verdicts": lines,
               "rows": [{k: r.get(k) for k in ("bench_method", "share", "seed", "variant", "train_path", "steps", "f1",
                                               "skills", "wall_s", "first_loss", "final_loss", "reused_from")} for r in rows],

@@ -147,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the kernel papermill starts inherits it
-    per_seed, walls = [], []
+    per_seed, walls, weights = [], [], []
     for seed in args.seeds:
         comparison, wall = run_seed(seed, args)
         per_seed.append(metrics_of(comparison))
+        weights.append(comparison.get("base_weights"))
         walls.append(wall)
         print(f"seed {seed}: {wall:.0f} s", flush=True)
     summary = summarise(per_seed)
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     record = {"command": " ".join(["python benchmarks/bench_methods.py", *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine(), "seeds": args.seeds, "mode": args.mode, "max_steps": args.max_steps,
+              "base_weights": weights[0] if len(set(weights)) == 1 else weights,  # the base every seed ran
               "replay_shares": args.replay_shares,
               "wall_s_per_seed": walls, "summary": summary, "per_seed": per_seed}
     for target in filter(None, [out / "summary.json", args.json]):

@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
     output = Path(args.output)
     kept = json.loads(output.read_text(encoding="utf-8"))["runs"] if output.is_file() else []
+    weights = experiment.weights_digest(base)  # a rebuilt base is another base: its rows are measured again
+    if any(r.get("base_weights") != weights for r in kept):
+        print(f"{output}: dropping {sum(r.get('base_weights') != weights for r in kept)} row(s) of other base weights (now {weights})")
+        kept = [r for r in kept if r.get("base_weights") == weights]
     rows: list[dict] = []
     for variant in args.variants:
         train_path = runs_dir / variant / "spo_train.jsonl"
@@ -153,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = experiment.run_method(label, {**flags, "learning_rate": experiment.default_learning_rate(flags)}, setup)
                 model, tokenizer, mode = experiment.load(result["checkpoint"])
                 predictions, scores = experiment.evaluate(model, tokenizer, mode, words, setup.max_src_len, setup.max_new_tokens)
-                rows.append({"variant": variant, "train_digest": digest, "method": label, "seed": seed, "valid_f1": result["f1"],
+                rows.append({"variant": variant, "train_digest": digest, "base_weights": weights, "method": label, "seed": seed,
+                             "valid_f1": result["f1"],
                              "valid_f1_by_novelty": {k: v["f1"] for k, v in result["f1_by_novelty"].items()},
                              "valid_words_f1": scores["f1"], "valid_words_recall": word_recall(words, predictions),
                              "wall_s": round(time.perf_counter() - start, 1)})
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "valid_words_f1": stat([r["valid_words_f1"] for r in mine]),
             "valid_words_recall": stat([r["valid_words_recall"] for r in mine])}
     record = {"command": " ".join(["python benchmarks/data_variants.py", *(argv if argv is not None else sys.argv[1:])]),
-              "base": base.name, "scored_on": [valid_path.name, "valid_words (built here)"], "seeds": sorted({r["seed"] for r in rows}),
+              "base": base.name, "base_weights": weights, "scored_on": [valid_path.name, "valid_words (built here)"], "seeds": sorted({r["seed"] for r in rows}),
               "summary": summary, "runs": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = experiment.study_methods(config.num_layers)
     defaults = {label: experiment.default_learning_rate(methods[label]) for label in methods}
     data = {"train": file_digest(train_path), "valid": file_digest(valid_path)}
-    weights = file_digest(next(base.glob("*.safetensors"), None) or next(base.glob("*.bin")))  # a rebuilt base is another base
+    weights = experiment.weights_digest(base)  # a rebuilt base is another base
 
     from bench_methods import earlier_runs, machine  # noqa: E402
 

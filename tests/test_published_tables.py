@@ -60,6 +60,18 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+@pytest.mark.parametrize("name", ["sweep_valid.json", "base_sweep_glm.json", "base_sweep_glm2.json", "base_sweep_glm3.json",
+                                  "data_variants.json"])
+def test_committed_validation_runs_are_of_the_shipped_bases(name):
+    """A rebuilt base is another base: every committed validation run (each row carries the digest of the weights
+    it trained from) was measured on the base shipped now, so a rebuild cannot ship with its predecessor's choices."""
+    from glmlab.notebooks.experiment import weights_digest
+    from glmlab.notebooks.pretrained import base_model_dir
+
+    record = json.loads((REPO / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
+    assert {run["base_weights"] for run in record["runs"]} == {weights_digest(base_model_dir(record.get("mode", "glm")))}
+
+
 def test_base_table_is_the_committed_base_choice():
     """The base generation chosen on validation: one row per base and LoRA rate, mean ± std of its sweep; in bold
     each base's best rate (the one base_choice.json compares) and the chosen base, which the notebooks run by

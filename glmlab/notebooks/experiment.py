@@ -95,6 +95,22 @@ def resolve_base(model_dir: str | Path | None, mode: str, output_dir: str | Path
     return Path(model_dir)
 
 
+def weights_digest(model_dir: str | Path) -> str:
+    """The identity of a base's weights: the sha256 of its weight files (``*.safetensors``, else ``*.bin``, in name
+    order), 16 hex digits. A rebuilt base is another base: the benchmarks record it with each run and reuse a run
+    only for the same digest."""
+    import hashlib
+
+    folder = Path(model_dir)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors or *.bin weights")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def tokenizer_dir(mode: str, output_dir: str | Path) -> Path:
     """A folder with the tokenizer of ``mode``'s small bases: the shipped base, or (for a generation
     whose base is not shipped) a tiny checkpoint in ``output_dir``, whose tokenizer is the same."""
