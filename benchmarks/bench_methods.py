@@ -8,7 +8,8 @@ doc-to-question runs and the forgetting probes) with ``-p seed S``: the seed cha
 adapter and prefix initialisation and dropout, never the data or the base. The results of every seed
 are read back from its ``comparison.json`` and summarised in ``summary.json`` and a Markdown table
 (``summary.md``) that the note of a change can quote. A benchmark, not a test: it takes about the
-notebooks' time per seed.
+notebooks' time per seed. Resumable: a finished seed is read back while nothing it depends on changed
+(:func:`seed_key`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,45 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+KEY_FILE = "bench_key.json"
+
+
+def seed_key(seed: int, args: argparse.Namespace) -> dict:
+    """Everything a seed's figures depend on: the settings, the base's weights, glmlab's code and the notebooks'
+    code cells (not their outputs), and the machine. A finished seed whose key is this one is read back."""
+    import hashlib
+
+    sys.path.insert(0, str(REPO))
+    from glmlab.notebooks import experiment
+
+    code = hashlib.sha256()
+    for path in sorted((REPO / "glmlab").rglob("*.py")) + sorted((REPO / "notebooks").glob("0*.ipynb")):
+        code.update(path.relative_to(REPO).as_posix().encode())
+        if path.suffix == ".ipynb":
+            cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+            code.update(json.dumps(["".join(c["source"]) for c in cells if c["cell_type"] == "code"]).encode())
+        else:
+            code.update(path.read_bytes())
+    here = machine()
+    return {"seed": seed, "mode": args.mode, "nproc": args.nproc, "max_steps": args.max_steps,
+            "replay_shares": args.replay_shares, "threads": args.threads,
+            "base_weights": experiment.weights_digest(experiment.resolve_base(None, args.mode)),
+            "code": code.hexdigest()[:16], "machine": {k: here[k] for k in SAME_MACHINE}}
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict, float]:
+    """One seed's 06 run and its wall time; a seed already run with the same :func:`seed_key` is read back
+    (so an interrupted benchmark resumes at the seed it was on)."""
     import papermill as pm
 
     out = Path(args.output_dir) / f"seed-{seed}"
+    key, stored = seed_key(seed, args), out / KEY_FILE
+    if stored.is_file() and (out / "comparison.json").is_file():
+        record = json.loads(stored.read_text(encoding="utf-8"))
+        if record["key"] == key:
+            print(f"seed {seed}: reused {out} (same settings, base, code and machine)", flush=True)
+            return json.loads((out / "comparison.json").read_text(encoding="utf-8")), record["wall_s"]
+    stored.unlink(missing_ok=True)  # a run that stops half-way leaves no key behind
     out.mkdir(parents=True, exist_ok=True)  # papermill writes the executed copy there, and creates no folder
     start = time.perf_counter()
     pm.execute_notebook(str(REPO / "notebooks" / "06_eval.ipynb"), str(out / "06_eval.ipynb"), cwd=str(REPO),
@@ -35,6 +69,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> tuple[dict, float]:
                                     **({"replay_shares": args.replay_shares} if args.replay_shares else {})},
                         progress_bar=False)
     wall = time.perf_counter() - start
+    stored.write_text(json.dumps({"key": key, "wall_s": wall}, indent=2) + "\n", encoding="utf-8")
     return json.loads((out / "comparison.json").read_text(encoding="utf-8")), wall
 
 
