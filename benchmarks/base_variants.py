@@ -24,7 +24,9 @@ lexicon     rebuilt here from the corpus whose word pool also holds the performa
 
 The choice is made on validation only: ``lexicon`` would replace the shipped corpus only with a better
 mean validation F1 than ``parts``, its same-day twin (the sweeps' rule), printed before anything is scored
-on the test split. The test split is then scored with the benchmark's seeds (1, 2, 3) for reporting: F1
+on the test split. It is LoRA's choice alone: before a base ships, every method is swept on it
+(``sweep_valid.py``; for the ``lexicon`` base: ``benchmarks/results/sweep_valid_lexicon.json``, where P-tuning
+with the projection stops learning, so the shipped base stayed). The test split is then scored with the benchmark's seeds (1, 2, 3) for reporting: F1
 overall and per kind of novelty, and the recall of the triples whose word no training answer writes.
 Resumable: a built base is reused (its ``probes.json`` must name the same word pool), and runs already
 in ``--output`` (same variant, split and seed, on this machine, and the same base weights: each row carries

@@ -70,6 +70,17 @@ def test_base_answers_its_general_probes(mode, probes):
     assert set(scores["skills"]) == {p["skill"] for p in probes}
 
 
+def test_readme_quotes_the_recorded_probe_scores():
+    """README.md's probe score of each shipped base is the one its probes.json records (two decimals)."""
+    import re
+
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    quoted = re.search(r"held-out probe scores \(ChatGLM-6B ([\d.]+), ChatGLM2 ([\d.]+), ChatGLM3 ([\d.]+)\)", text)
+    assert quoted, "README.md no longer quotes the bases' probe scores"
+    for mode, cell in zip(MODES, quoted.groups()):
+        assert cell == f"{json.loads((base_model_dir(mode) / PROBE_FILE).read_text())['overall']:.2f}", (mode, cell)
+
+
 def test_base_scoring_is_reused_only_while_nothing_it_depends_on_changes(tmp_path, monkeypatch, capsys, probes):
     """Notebooks 02-06 score one base on one test file: the second scoring is the first's, read back;
     other lengths or another test file score again."""

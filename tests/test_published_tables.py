@@ -60,6 +60,17 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+def test_the_notebooks_run_what_the_sweep_chose():
+    """Each method's default rate (experiment.LEARNING_RATES) and the step budget are the committed sweep's choice."""
+    from glmlab.notebooks import experiment, quickstart  # quickstart: 04's settings (tests/test_published.py)
+
+    sweep = json.loads((REPO / "benchmarks" / "results" / "sweep_valid.json").read_text(encoding="utf-8"))
+    methods = experiment.study_methods(4)
+    chosen = {label: pick["learning_rate"] for label, pick in sweep["chosen"]["rates"].items()}
+    assert chosen == {label: experiment.default_learning_rate(methods[label]) for label in methods}
+    assert sweep["chosen"]["epochs"] == quickstart.setup("", "").num_train_epochs == 3
+
+
 @pytest.mark.parametrize("name", ["sweep_valid.json", "base_sweep_glm.json", "base_sweep_glm2.json", "base_sweep_glm3.json",
                                   "data_variants.json"])
 def test_committed_validation_runs_are_of_the_shipped_bases(name):
@@ -115,6 +126,29 @@ def test_data_variants_table_is_the_committed_benchmark():
         assert int(seeds) == summary["valid_f1"]["n"]
         for metric, cell in zip(("valid_f1", "valid_form_f1", "valid_words_f1", "valid_words_recall"), cells):
             assert close(cell, summary[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), summary[metric]["std"]), (name, metric)
+
+
+def test_lexicon_sweep_table_is_the_committed_sweeps():
+    """Each method's best validation F1 (and rate) on the shipped base and on base_variants' lexicon base, and their
+    means: the comparison that kept the shipped base (the rule choose_base.py applies to generations)."""
+    results = REPO / "benchmarks" / "results"
+    rows = table_after(README.read_text(encoding="utf-8"), "| base (validation, each method at its best rate) |")
+    files = {"shipped": "sweep_valid.json", "lexicon": "sweep_valid_lexicon.json"}
+    assert [row[0].strip("`") for row in rows] == list(files)
+    means = {}
+    for name, *cells in rows:
+        sweep = json.loads((results / files[name.strip("`")]).read_text(encoding="utf-8"))
+        chosen = sweep["chosen"]["rates"]
+        for label, cell in zip(("lora", "zero3", "freeze", "projection", "embedding"), cells):
+            f1, rate = cell.rstrip(")").split(" (")
+            assert close(f1, chosen[label]["f1"]) and chosen[label]["seeds"] == 3, (name, label, cell)
+            assert float(rate) == chosen[label]["learning_rate"], (name, label, cell)
+        means[name.strip("`")] = statistics.fmean(pick["f1"] for pick in chosen.values())
+        assert close(cells[-1], means[name.strip("`")]) and cells[-1].startswith("**") == (name == "`shipped`")
+    assert means["shipped"] > means["lexicon"]  # the base kept is the better mean, as the README says
+    variants = json.loads((results / "base_variants.json").read_text(encoding="utf-8"))
+    lexicon = json.loads((results / "sweep_valid_lexicon.json").read_text(encoding="utf-8"))
+    assert {r["base_weights"] for r in lexicon["runs"]} == {r["base_weights"] for r in variants["runs"] if r["variant"] == "lexicon"}
 
 
 def test_base_variants_table_is_the_committed_benchmark():
