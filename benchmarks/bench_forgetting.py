@@ -11,7 +11,7 @@ task), then scores held-out triple F1 and the general skills on the held-out pro
 the probes held out of the corpus: checked before anything trains). ``full`` is 06's ``zero3`` run
 (every parameter, ZeRO-3). A finished run's row is kept in ``OUTPUT/seed-S/LABEL/row.json`` and
 reused, so an interrupted benchmark continues where it stopped: only for the same base weights (their
-digest is in the row, and in the 06 runs ``--reuse`` takes), so that a rebuilt base trains again.
+digest is in the row, and in bench_methods' ``bench_key.json`` beside the 06 runs ``--reuse`` takes), so that a rebuilt base trains again.
 
 Writes ``OUTPUT/summary.json`` (every row, mean ± std per method and share) and ``summary.md``, and
 prints the table plus, per method, the best share against the issue's target (means over seeds,
@@ -89,7 +89,9 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
     if not path.is_file():
         return None
     comparison = json.loads(path.read_text(encoding="utf-8"))
-    if (comparison.get("seed"), comparison.get("mode"), comparison.get("base_weights")) != (seed, args.mode, args.base_weights):
+    key = path.with_name("bench_key.json")  # bench_methods' record of what the seed ran on, its base's weights too
+    weights = json.loads(key.read_text(encoding="utf-8"))["key"]["base_weights"] if key.is_file() else None
+    if (comparison.get("seed"), comparison.get("mode"), weights) != (seed, args.mode, args.base_weights):
         return None
     if share == 0:
         found = next((r for r in comparison["runs"] if r["variant"] == METHODS[method]), None)

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         comparison, wall = run_seed(seed, args)
         per_seed.append(metrics_of(comparison))
-        weights.append(comparison.get("base_weights"))
+        weights.append(seed_key(seed, args)["base_weights"])
         walls.append(wall)
         print(f"seed {seed}: {wall:.0f} s", flush=True)
     summary = summarise(per_seed)
