@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         comparison, wall = run_seed(seed, args)
         per_seed.append(metrics_of(comparison))
-        weights.append(seed_key(seed, args)["base_weights"])
+        stored = json.loads((Path(args.output_dir) / f"seed-{seed}" / KEY_FILE).read_text(encoding="utf-8"))
+        weights.append(stored["key"]["base_weights"])  # run_seed's key, not hashed a second time
         walls.append(wall)
         print(f"seed {seed}: {wall:.0f} s", flush=True)
     summary = summarise(per_seed)
