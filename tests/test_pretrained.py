@@ -18,6 +18,7 @@ from glmlab.notebooks.pretrained import (
     CORPUS,
     LOG_FILE,
     PROBE_FILE,
+    RECIPE,
     base_model_dir,
     general_probes,
     probe_scores,
@@ -119,15 +120,16 @@ def test_unknown_mode_and_missing_base_name_the_problem(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_rebuild_command_writes_a_loadable_base(tmp_path):
-    """The recipe runs end to end (a few steps here; the shipped bases ran it whole)."""
+    """The recipe runs end to end (a few steps here; the shipped bases ran it whole), with another build seed."""
     out = tmp_path / "base"
     proc = subprocess.run([sys.executable, "-m", "glmlab.notebooks.pretrained", "--mode", "glm3", "--output_dir", str(out),
-                           "--max_steps", "3", "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+                           "--max_steps", "3", "--threads", "1", "--seed", "5"], capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1].split(" (")[0])["probe_accuracy"]
     record = json.loads((out / PROBE_FILE).read_text())
     assert 0.0 <= printed <= 1.0 and printed == pytest.approx(record["overall"], abs=1e-4)  # what it says is what it wrote
     assert record["threads"] == 1 and record["corpus"] == CORPUS  # the shipped word pool: recorded as the shipped bases'
+    assert record["recipe"] == {**RECIPE, "seed": 5} and record["command"].endswith("--seed 5 --output_dir OUT")
     assert record["mode"] == "glm3" and set(record["skills"]) == set(json.loads(
         (base_model_dir("glm3") / PROBE_FILE).read_text())["skills"])
     model = glmlab.load_model(out, "glm3")

@@ -82,9 +82,12 @@ def general_probes() -> list[dict]:
     return general_corpus(CORPUS["n_per_skill"], CORPUS["n_probe"], CORPUS["seed"])[1]
 
 
-def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threads: int = 2, words: str = "parts") -> dict:
+def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threads: int = 2, words: str = "parts",
+          seed: int | None = None) -> dict:
     """Pretrain the base of ``mode`` into ``output_dir`` (must not exist or be empty); returns its probe scores.
-    ``words``: the corpus's word pool (:func:`glmlab.synth.word_pool`; the shipped bases: ``parts``)."""
+    ``words``: the corpus's word pool (:func:`glmlab.synth.word_pool`; the shipped bases: ``parts``).
+    ``seed``: the build's seed (initial weights and the order of the corpus; the corpus itself stays the same);
+    default :data:`RECIPE`'s, that of the shipped bases. Two seeds tell a property of a corpus from one build's luck."""
     import torch
 
     from glmlab.inference import load_for_inference
@@ -101,8 +104,9 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
         corpus = {**CORPUS, **({"words": words} if words != "parts" else {})}
         train, probes = general_corpus(**corpus)
         write_jsonl(work / "general_train.jsonl", train)
-        init = make_tiny(mode, work / "init", seed=RECIPE["seed"], **SIZES)
-        flags = {**RECIPE, "mode": mode, "model_name_or_path": init, "train_path": work / "general_train.jsonl",
+        recipe = {**RECIPE, **({"seed": seed} if seed is not None else {})}
+        init = make_tiny(mode, work / "init", seed=recipe["seed"], **SIZES)
+        flags = {**recipe, "mode": mode, "model_name_or_path": init, "train_path": work / "general_train.jsonl",
                  "output_dir": work / "run"}
         if max_steps:
             flags["max_steps"] = max_steps
@@ -130,10 +134,11 @@ def build(mode: str, output_dir: str | Path, max_steps: int | None = None, threa
         write_weights({k: v.half() for k, v in model.state_dict().items()}, staging, "safetensors")
         log = work / "run" / "metrics.jsonl"
         (staging / LOG_FILE).write_text(log.read_text(encoding="utf-8") if log.is_file() else "", encoding="utf-8")
-        record = {"mode": mode, "sizes": SIZES, "recipe": RECIPE, "corpus": corpus, "torch": torch.__version__,
+        record = {"mode": mode, "sizes": SIZES, "recipe": recipe, "corpus": corpus, "torch": torch.__version__,
                   "threads": threads,  # the rebuild is deterministic for a torch build and thread count
                   "overall": scores["overall"], "skills": scores["skills"], "n": scores["n"],
-                  "command": f"python -m glmlab.notebooks.pretrained --mode {mode} --threads {threads} --words {words} --output_dir OUT"}
+                  "command": f"python -m glmlab.notebooks.pretrained --mode {mode} --threads {threads} --words {words}"
+                              + (f" --seed {seed}" if seed is not None else "") + " --output_dir OUT"}
         (staging / PROBE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         if output_dir.exists():
@@ -156,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--words", default="parts", choices=WORD_POOLS,
                         help="the corpus's word pool (glmlab.synth.word_pool); the shipped bases: parts")
+    parser.add_argument("--seed", type=int, help=f"the build's seed: initial weights and corpus order "
+                                                 f"(default {RECIPE['seed']}, the shipped bases')")
     args = parser.parse_args(argv)
     if not args.output_dir and not args.probe:
         parser.error("pass --output_dir (rebuild) or --probe (score)")
     if args.output_dir and not args.probe:
         try:
-            scores = build(args.mode, args.output_dir, args.max_steps, args.threads, args.words)
+            scores = build(args.mode, args.output_dir, args.max_steps, args.threads, args.words, args.seed)
         except ValueError as err:
             parser.error(str(err))
     else:
