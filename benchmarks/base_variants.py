@@ -4,7 +4,7 @@
                                                             # side by side), then 18 LoRA runs (~20 min, 2 cores)
     python benchmarks/base_variants.py --variants shipped lexicon --seeds 1234
     python benchmarks/base_variants.py --build_seeds 0 1 --methods lora freeze projection embedding
-                                                            # four more builds' worth: 2 pools x 2 seeds, 4 methods
+                                                            # 2 pools x 2 build seeds, 4 methods on each
 
 The test split's misses on unseen forms are mostly triples whose fault or problem word no training answer
 writes (``benchmarks/unseen_words.py``). Four of those ten words -- the performance problems 发软, 距离过长,

@@ -152,13 +152,14 @@ def test_lexicon_sweep_table_is_the_committed_sweeps():
 
 
 def test_base_variants_table_is_the_committed_benchmark():
-    """Bases pretrained on either word pool: mean ± std over seeds of benchmarks/results/base_variants.json; the
-    pool validation chose, and whether the shipped bases are built from it, as the README says."""
+    """LoRA on bases pretrained from either word pool, two builds each: mean ± std over seeds of
+    benchmarks/results/base_variants.json; the pool validation chose, and whether the shipped bases are built from
+    it, as the README says."""
     from glmlab.notebooks.pretrained import CORPUS, base_model_dir
 
     bench = json.loads((REPO / "benchmarks" / "results" / "base_variants.json").read_text(encoding="utf-8"))
     rows = table_after(README.read_text(encoding="utf-8"), "| base | probes | valid F1 |")
-    assert [row[0].strip("*`") for row in rows] == ["shipped", "parts", "lexicon"]
+    assert [row[0].strip("*`") for row in rows] == list(bench["valid"]) == ["shipped", "parts", "parts-s1", "lexicon", "lexicon-s1"]
     for name, probes, *cells in rows:
         name = name.strip("*`")
         valid, test = bench["valid"][name], bench["test"][name]
@@ -168,12 +169,34 @@ def test_base_variants_table_is_the_committed_benchmark():
             assert close(cell, split[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), split[metric]["std"]), (name, metric)
             assert split[metric]["n"] == 3
     chosen, shipped = bench["chosen_on_validation"]["words"], CORPUS.get("words", "parts")
-    assert [row[0] for row in rows if row[0].startswith("**")] == [f"**`{chosen}`**"]
     for mode in ("glm", "glm2", "glm3"):  # the recipe's pool is the one the shipped bases were built from
         assert json.loads((base_model_dir(mode) / "probes.json").read_text(encoding="utf-8"))["corpus"].get("words", "parts") == shipped
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert f"validation chose `{chosen}`" in text.lower()
     assert chosen == shipped or f"the shipped bases are still built from `{shipped}`" in text  # a choice not yet shipped says so
+
+
+def test_base_builds_table_is_the_committed_benchmark():
+    """Every method on two builds of each word pool, on one machine (base_variants.json's ``valid_by_method``), and the
+    pool the benchmark's rule chose from them: the mean over a pool's builds and the methods."""
+    bench = json.loads((REPO / "benchmarks" / "results" / "base_variants.json").read_text(encoding="utf-8"))
+    rows = table_after(README.read_text(encoding="utf-8"), "| base build (validation, the notebooks' rates) |")
+    methods = ["lora", "freeze", "projection", "embedding"]
+    by = bench["valid_by_method"]
+    assert [row[0].strip("*`") for row in rows] == list(by) == ["shipped", "parts", "parts-s1", "lexicon", "lexicon-s1"]
+    for name, probes, *cells in rows:
+        name = name.strip("*`")
+        assert close(probes, bench["probe_accuracy"][name])
+        for method, cell in zip(methods, cells):
+            found = by[name][method]
+            assert found["n"] == 3 and close(cell, found["mean"]) and close(cell.split("±")[1].strip(" *"), found["std"]), (name, method)
+        assert by[name]["mean_over_methods"]["methods"] == methods and close(cells[-1], by[name]["mean_over_methods"]["f1"])
+    chosen = bench["chosen_on_validation"]
+    assert chosen["methods"] == methods
+    for pool in ("parts", "lexicon"):  # the rule's means are the table's rows of that pool's builds
+        builds = [by[name]["mean_over_methods"]["f1"] for name in by if name.split("-s")[0] == pool]
+        assert len(builds) == 2 and chosen["means"][pool] == pytest.approx(statistics.fmean(builds))
+    assert chosen["words"] == max(chosen["means"], key=chosen["means"].get)
 
 
 @pytest.mark.parametrize("header,bench_file", [("| run | test F1 | unseen form |", "methods.json"),
