@@ -38,6 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods' key file, however this file is loaded
+
+from bench_methods import KEY_FILE  # noqa: E402
 
 METHODS = {"lora": "lora", "full": "zero3"}  # label -> the 06 study's flags (glmlab.notebooks.experiment.study_methods)
 
@@ -89,7 +92,7 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
     if not path.is_file():
         return None
     comparison = json.loads(path.read_text(encoding="utf-8"))
-    key = path.with_name("bench_key.json")  # bench_methods' record of what the seed ran on, its base's weights too
+    key = path.with_name(KEY_FILE)  # bench_methods' record of what the seed ran on, its base's weights too
     weights = json.loads(key.read_text(encoding="utf-8"))["key"]["base_weights"] if key.is_file() else None
     if (comparison.get("seed"), comparison.get("mode"), weights) != (seed, args.mode, args.base_weights):
         return None
