@@ -59,6 +59,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
 sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods.machine and unseen_words, however this file is loaded
 
+from glmlab.notebooks.experiment import study_methods  # noqa: E402
+from glmlab.notebooks.pretrained import RECIPE  # noqa: E402
 from glmlab.synth import WORD_POOLS  # noqa: E402
 
 VARIANTS = ("shipped", *WORD_POOLS)  # the committed base, then one rebuilt from each pool
@@ -66,12 +68,10 @@ VARIANTS = ("shipped", *WORD_POOLS)  # the committed base, then one rebuilt from
 
 def label(pool: str, build_seed: int) -> str:
     """A base's name in the tables: its word pool, and its build seed unless it is the recipe's (``lexicon-s1``)."""
-    from glmlab.notebooks.pretrained import RECIPE
-
     return pool if pool == "shipped" or build_seed == RECIPE["seed"] else f"{pool}-s{build_seed}"
 
 
-def base_folder(variant: str, mode: str, runs_dir: Path, threads: int, build_seed: int = 0) -> Path:
+def base_folder(variant: str, mode: str, runs_dir: Path, threads: int, build_seed: int = RECIPE["seed"]) -> Path:
     """The base of ``variant`` (a word pool, or ``shipped``) built with ``build_seed``: the shipped one, or one
     built (or reused) under ``runs_dir``."""
     from glmlab.notebooks import pretrained
@@ -97,7 +97,7 @@ def build_all(variants: list[str], build_seeds: list[int], mode: str, runs_dir: 
     side, one process each."""
     import subprocess
 
-    wanted = [(v, s) for v in variants for s in ([0] if v == "shipped" else build_seeds)]
+    wanted = [(v, s) for v in variants for s in ([RECIPE["seed"]] if v == "shipped" else build_seeds)]
     todo = [(v, s) for v, s in wanted if v != "shipped" and not (runs_dir / f"{label(v, s)}-{mode}" / "probes.json").is_file()]
     procs = [subprocess.Popen([sys.executable, __file__, "--build_only", v, "--build_seeds", str(s), "--mode", mode,
                                "--runs_dir", str(runs_dir), "--threads", str(threads)]) for v, s in todo]
@@ -111,15 +111,12 @@ def stat(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-METHODS = ("lora", "zero3", "freeze", "projection", "embedding")  # experiment.study_methods' labels
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--build_seeds", type=int, nargs="+", default=[0],
-                        help="build seeds of each rebuilt pool (0: the recipe's; more tell a pool from one build's luck)")
-    parser.add_argument("--methods", nargs="+", default=["lora"], choices=METHODS,
+    parser.add_argument("--build_seeds", type=int, nargs="+", default=[RECIPE["seed"]],
+                        help=f"build seeds of each rebuilt pool ({RECIPE['seed']}: the recipe's; more tell a pool from one build's luck)")
+    parser.add_argument("--methods", nargs="+", default=["lora"], choices=list(study_methods(4)),
                         help="methods fine-tuned on validation, each at the notebooks' rate (the choice is their mean)")
     parser.add_argument("--mode", default="glm", choices=["glm", "glm2", "glm3"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 2, 3], help="validation runs (the choice)")
@@ -158,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     name, method, split, seed, args.mode, weights[name]):
                 return row
         flags = {**methods[method], "learning_rate": experiment.default_learning_rate(methods[method])}
-        folder = f"{name}-{args.mode}-{split}-s{seed}" if method == "lora" else f"{name}-{args.mode}-{method}-{split}-s{seed}"
+        folder = f"{name}-{args.mode}-{method}-{split}-s{seed}"
         setup = experiment.Setup(model_dir=str(bases[name]), mode=args.mode, train_path=str(experiment.data_path("spo_train")),
                                  test_path=str(experiment.data_path(f"spo_{split}")), nproc=2, seed=seed, num_train_epochs=3,
                                  output_dir=str(runs_dir / "runs" / folder))
