@@ -34,6 +34,11 @@ def table_after(text: str, header: str) -> list[list[str]]:
     return rows
 
 
+def close_stat(cell: str, mean: float, std: float) -> bool:
+    """Whether a ``mean ± std`` cell (bold or not) is ``mean`` and ``std`` at its printed precision."""
+    return close(cell, mean) and close(cell.split("±")[1].strip(" *"), std)
+
+
 def close(cell: str, value: float) -> bool:
     """Whether a table cell (``**0.918 ± 0.013**``: its first number) is ``value`` at its printed precision."""
     return _close(re.sub(r"[*`]", "", cell).split("±")[0].strip(), value)
@@ -102,7 +107,7 @@ def test_base_table_is_the_committed_base_choice():
         runs = [r for r in sweeps[mode] if r["variant"] == "lora" and r["learning_rate"] == rate and r.get("max_steps") is None]
         values = [r["f1"] for r in runs]
         assert int(seeds) == len(values) == 3 and {r["seed"] for r in runs} == set(choice["seeds"]), (mode, rate)
-        assert close(f1, statistics.fmean(values)) and close(f1.split("±")[1].strip(" *"), statistics.stdev(values)), (mode, rate, f1)
+        assert close_stat(f1, statistics.fmean(values), statistics.stdev(values)), (mode, rate, f1)
         best = choice["by_base"][mode]["methods"]["lora"]
         assert close(f1, best["by_rate"][f"{rate:g}"]), (mode, rate)
         assert f1.startswith("**") == (rate == best["learning_rate"]), (mode, rate, f1)  # bold: the base's best rate
@@ -125,7 +130,7 @@ def test_data_variants_table_is_the_committed_benchmark():
         summary = bench["summary"][f"{name.strip('*`')}/lora"]
         assert int(seeds) == summary["valid_f1"]["n"]
         for metric, cell in zip(("valid_f1", "valid_form_f1", "valid_words_f1", "valid_words_recall"), cells):
-            assert close(cell, summary[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), summary[metric]["std"]), (name, metric)
+            assert close_stat(cell, summary[metric]["mean"], summary[metric]["std"]), (name, metric)
 
 
 def test_lexicon_sweep_table_is_the_committed_sweeps():
@@ -166,7 +171,7 @@ def test_base_variants_table_is_the_committed_benchmark():
         assert close(probes, bench["probe_accuracy"][name])
         for (split, metric), cell in zip(((valid, "f1"), (valid, "f1_form"), (test, "f1"), (test, "f1_form"),
                                           (test, "f1_word"), (test, "recall_untrained_tail")), cells):
-            assert close(cell, split[metric]["mean"]) and close(cell.split("±")[1].strip(" *"), split[metric]["std"]), (name, metric)
+            assert close_stat(cell, split[metric]["mean"], split[metric]["std"]), (name, metric)
             assert split[metric]["n"] == 3
     chosen, shipped = bench["chosen_on_validation"]["words"], CORPUS.get("words", "parts")
     for mode in ("glm", "glm2", "glm3"):  # the recipe's pool is the one the shipped bases were built from
@@ -189,7 +194,7 @@ def test_base_builds_table_is_the_committed_benchmark():
         assert close(probes, bench["probe_accuracy"][name])
         for method, cell in zip(methods, cells):
             found = by[name][method]
-            assert found["n"] == 3 and close(cell, found["mean"]) and close(cell.split("±")[1].strip(" *"), found["std"]), (name, method)
+            assert found["n"] == 3 and close_stat(cell, found["mean"], found["std"]), (name, method)
         assert by[name]["mean_over_methods"]["methods"] == methods and close(cells[-1], by[name]["mean_over_methods"]["f1"])
     chosen = bench["chosen_on_validation"]
     assert chosen["methods"] == methods
@@ -211,7 +216,7 @@ def test_test_split_table_is_the_committed_benchmark(header, bench_file):
     for name, *cells in rows:
         for metric, cell in zip(("triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening"), cells):
             found = bench["summary"][runs[name]][metric]
-            assert close(cell, found["mean"]) and close(cell.split("±")[1], found["std"]), (name, metric, cell)
+            assert close_stat(cell, found["mean"], found["std"]), (name, metric, cell)
     assert len(bench["per_seed"]) == 3 and bench["summary"]["lora"]["triple_f1"]["n"] == 3
 
 
