@@ -98,8 +98,14 @@ def choose(rows: list[dict], defaults: dict[str, float]) -> dict[str, Any]:
     variants = set.intersection(*(set(v) for v in by_budget.values())) if by_budget else set()
     score = {e: statistics.fmean(v[m]["f1"] for m in variants) for e, v in by_budget.items() if variants}
     epochs = max(sorted(score), key=lambda e: score[e]) if score else None
+    # each method's own best budget and rate (a tie goes to the smaller budget): what a per-method budget would be
+    by_method: dict[str, dict[str, Any]] = {}
+    for budget in sorted(by_budget):
+        for variant, pick in by_budget[budget].items():
+            if variant not in by_method or pick["f1"] > by_method[variant]["f1"]:
+                by_method[variant] = {"epochs": budget, **pick}
     return {"epochs": epochs, "mean_f1_by_epochs": score, "rates_by_epochs": by_budget,
-            "rates": by_budget.get(epochs, {}) if epochs is not None else {}}
+            "rates": by_budget.get(epochs, {}) if epochs is not None else {}, "by_method": by_method}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
               + "  ".join(f"{by[k]['f1']:.3f} ({by[k]['n']})" if k in by else "-" for k in kinds))
     print(f"chosen budget: {chosen['epochs']} epochs (notebooks: {NOTEBOOK_EPOCHS})"
           + (f"; mean F1 by budget {chosen['mean_f1_by_epochs']}" if len(chosen["mean_f1_by_epochs"]) > 1 else ""))
+    if len(chosen["mean_f1_by_epochs"]) > 1:
+        for label, pick in chosen["by_method"].items():
+            print(f"{label}'s own best budget: {pick['epochs']} epochs at {pick['learning_rate']:g} (validation F1 {pick['f1']:.3f})")
     for label, pick in chosen["rates"].items():
         same = "same as" if pick["learning_rate"] == defaults[label] else "DIFFERS from"
         print(f"chosen rate for {label}: {pick['learning_rate']:g} (validation F1 {pick['f1']:.3f}), "

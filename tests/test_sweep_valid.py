@@ -30,6 +30,11 @@ def test_choose_picks_the_best_rate_per_method_and_the_best_budget():
     assert chosen["rates_by_epochs"][3]["lora"]["learning_rate"] == 1e-2
     assert chosen["rates_by_epochs"][3]["zero3"]["learning_rate"] == 2e-3
     assert chosen["mean_f1_by_epochs"] == {3: pytest.approx(0.80), 2: pytest.approx(0.775)} and chosen["epochs"] == 3
+    # per method, its own best budget: LoRA's is 2 epochs, full fine-tuning's the common one
+    assert chosen["by_method"] == {"lora": {"epochs": 2, "learning_rate": 5e-3, "f1": pytest.approx(0.95), "seeds": 1},
+                                   "zero3": {"epochs": 3, "learning_rate": 2e-3, "f1": pytest.approx(0.70), "seeds": 1}}
+    tie = [_row("lora", 1e-2, 0.9, epochs=3), _row("lora", 1e-2, 0.9, epochs=6)]
+    assert sweep.choose(tie, defaults)["by_method"]["lora"]["epochs"] == 3  # a tie goes to the smaller budget
     # mean over seeds decides
     seeds = [_row("lora", 3e-3, 0.9, seed=1), _row("lora", 3e-3, 0.7, seed=2), _row("lora", 5e-3, 0.81, seed=1),
              _row("lora", 5e-3, 0.81, seed=2)]
