@@ -44,12 +44,15 @@ def close(cell: str, value: float) -> bool:
     return _close(re.sub(r"[*`]", "", cell).split("±")[0].strip(), value)
 
 
-def test_sweep_table_is_the_committed_sweep():
-    sweep = json.loads((REPO / "benchmarks" / "results" / "sweep_valid.json").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("name, header", [("sweep_valid.json", "| method | epochs | rate | seeds | valid F1 |"),
+                                          ("sweep_budget.json", "| method | budget (epochs) | rate | seeds | valid F1 |")])
+def test_sweep_table_is_the_committed_sweep(name, header):
+    """The rate sweep, and the budget widened on one machine: every row of the file, each cell its figure."""
+    sweep = json.loads((REPO / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
     groups: dict[tuple, list[dict]] = {}
     for run in sweep["runs"]:
         groups.setdefault((run["variant"], run["epochs"], run["learning_rate"]), []).append(run)
-    rows = table_after(README.read_text(encoding="utf-8"), "| method | epochs | rate | seeds | valid F1 |")
+    rows = table_after(README.read_text(encoding="utf-8"), header)
     assert len(rows) == len(groups), (len(rows), sorted(groups))
     kinds = ("pair", "form", "opening", "familiar_wording")
     variants = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
@@ -65,6 +68,71 @@ def test_sweep_table_is_the_committed_sweep():
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+def test_budget_report_table_is_the_committed_report():
+    """The test split scored for what the budget sweep chose and for the notebooks' settings (reporting only):
+    each row a summary of ``sweep_budget_test.json``, of the sweep it names, with its seeds; its settings are the
+    sweep's own choice and the notebooks' (report_chosen.settings)."""
+    import importlib.util
+
+    from glmlab.notebooks import experiment
+    from glmlab.notebooks.quickstart import EPOCHS
+
+    results = REPO / "benchmarks" / "results"
+    report = json.loads((results / "sweep_budget_test.json").read_text(encoding="utf-8"))
+    sweep = json.loads((results / report["sweep"]).read_text(encoding="utf-8"))
+    assert report["scored_on"] == "spo_test.jsonl" and sweep["scored_on"] == "spo_valid.jsonl"
+    assert report["machine"] == sweep["machine"]
+    spec = importlib.util.spec_from_file_location("report_chosen", REPO / "benchmarks" / "report_chosen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    methods = sorted({r["method"] for r in report["runs"]})
+    wanted = module.settings(sweep, experiment.study_methods(4), EPOCHS, methods)
+    summary = report["summary"]
+    assert sorted((s["method"], s["learning_rate"], s["epochs"], s["setting"]) for s in summary.values()) == sorted(
+        (w["method"], w["learning_rate"], w["epochs"], w["setting"]) for w in wanted)
+    rows = table_after(README.read_text(encoding="utf-8"), "| method | budget (epochs) | rate | setting | seeds | test F1 |")
+    assert len(rows) == len(summary)
+    labels = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
+              "P-tuning (embedding)": "embedding"}
+    kinds = ("form", "opening", "pair", "word")
+    for method, epochs, rate, setting, seeds, f1, *novelty in rows:
+        item = summary[f"{labels[method]} {float(rate):g} x{int(epochs)}"]
+        assert setting.strip("*") == item["setting"] and int(seeds) == len(item["seeds"]), (method, epochs)
+        assert close_stat(f1, item["f1"]["mean"], item["f1"]["std"]), (method, epochs, f1)
+        for kind, cell in zip(kinds, novelty, strict=True):
+            stat = item["f1_by_novelty"][kind]
+            assert close_stat(cell, stat["mean"], stat["std"]), (method, epochs, kind, cell)
+
+
+def test_wide_validation_table_is_the_committed_diagnostic():
+    """wide_valid.py's figures of the budget sweep's LoRA checkpoints, on the same machine and base as the sweep."""
+    results = REPO / "benchmarks" / "results"
+    wide = json.loads((results / "wide_valid.json").read_text(encoding="utf-8"))
+    sweep = json.loads((results / "sweep_budget.json").read_text(encoding="utf-8"))
+    assert wide["machine"] == sweep["machine"] and wide["base_weights"] == sweep["base_weights"] and wide["records"] == 250
+    rows = table_after(README.read_text(encoding="utf-8"), "| method | budget (epochs) | rate | seeds | wide F1 |")
+    assert len(rows) == len(wide["summary"])
+    for row, item in zip(rows, wide["summary"], strict=True):
+        method, epochs, rate, seeds, *cells = row
+        assert (method, int(epochs), float(rate), int(seeds)) == ("LoRA", item["epochs"], item["learning_rate"], len(item["seeds"]))
+        for cell, key in zip(cells, ("f1", "form", "opening"), strict=True):
+            assert close_stat(cell, item[key]["mean"], item[key]["std"]), (epochs, rate, key, cell)
+
+
+def test_the_budget_reports_notebooks_row_is_the_first_machines_benchmark():
+    """report_chosen's runs of the notebooks' LoRA setting are bench_methods' LoRA runs on the same machine (methods.json,
+    seeds 1, 2, 3): the same figures to the last digit, so the two files measure one thing."""
+    results = REPO / "benchmarks" / "results"
+    report = json.loads((results / "sweep_budget_test.json").read_text(encoding="utf-8"))
+    bench = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    ours = next(item for item in report["summary"].values() if item["method"] == "lora" and "notebooks" in item["setting"])
+    lora = bench["summary"]["lora"]
+    assert ours["seeds"] == bench["seeds"] == [1, 2, 3]
+    assert ours["f1"]["mean"] == pytest.approx(lora["triple_f1"]["mean"], abs=1e-12)
+    for kind in ("form", "pair", "opening"):
+        assert ours["f1_by_novelty"][kind]["mean"] == pytest.approx(lora[f"triple_f1_{kind}"]["mean"], abs=1e-12), kind
+
+
 def test_the_notebooks_run_what_the_sweep_chose():
     """Each method's default rate (experiment.LEARNING_RATES) and the step budget are the committed sweep's choice."""
     from glmlab.notebooks import experiment, quickstart  # quickstart: 04's settings (tests/test_published.py)
@@ -76,7 +144,7 @@ def test_the_notebooks_run_what_the_sweep_chose():
     assert sweep["chosen"]["epochs"] == quickstart.setup("", "").num_train_epochs == 3
 
 
-@pytest.mark.parametrize("name", ["sweep_valid.json", "base_sweep_glm.json", "base_sweep_glm2.json", "base_sweep_glm3.json",
+@pytest.mark.parametrize("name", ["sweep_valid.json", "sweep_budget.json", "base_sweep_glm.json", "base_sweep_glm2.json", "base_sweep_glm3.json",
                                   "data_variants.json"])
 def test_committed_validation_runs_are_of_the_shipped_bases(name):
     """A rebuilt base is another base: every committed validation run (each row carries the digest of the weights
