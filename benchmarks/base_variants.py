@@ -107,10 +107,6 @@ def build_all(variants: list[str], build_seeds: list[int], mode: str, runs_dir: 
     return {label(v, s): base_folder(v, mode, runs_dir, threads, s) for v, s in wanted}
 
 
-def stat(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -132,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         base_folder(args.build_only, args.mode, runs_dir, args.threads, args.build_seeds[0])
         return 0
 
-    from bench_methods import earlier_runs, machine
+    from bench_methods import earlier_runs, machine, stat
     from unseen_words import analyse, tails
 
     from glmlab.data import read_samples

@@ -98,6 +98,11 @@ def by_novelty(f1_by_novelty: dict | None) -> dict[str, float]:
     return {f"triple_f1_{kind}": value["f1"] for kind, value in (f1_by_novelty or {}).items()}
 
 
+def stat(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and count: every benchmark's summary of a figure over seeds."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     runs = list(per_seed[0])
     summary: dict[str, dict[str, dict[str, float]]] = {}
@@ -105,9 +110,7 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
         for metric in per_seed[0][run]:
             values = [seed[run][metric] for seed in per_seed if seed.get(run, {}).get(metric) is not None]
             if values:
-                summary.setdefault(run, {})[metric] = {
-                    "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "n": len(values)}
+                summary.setdefault(run, {})[metric] = stat(values)
     return summary
 
 

@@ -40,14 +40,15 @@ import argparse
 import itertools
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods.stat, however this file is loaded
 
+from bench_methods import stat  # noqa: E402
 from glmlab import synth  # noqa: E402
 from glmlab.json_files import write_jsonl  # noqa: E402
 from glmlab.notebooks import experiment  # noqa: E402
@@ -163,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
                              "valid_words_f1": scores["f1"], "valid_words_recall": word_recall(words, predictions),
                              "wall_s": round(time.perf_counter() - start, 1)})
                 print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-
-    def stat(values: list[float]) -> dict:
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
     rows = kept + rows
     summary = {}

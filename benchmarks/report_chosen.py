@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_methods import earlier_runs, machine, same_machine  # noqa: E402
+from bench_methods import earlier_runs, machine, same_machine, stat  # noqa: E402
 from glmlab.notebooks import experiment  # noqa: E402
 
 
@@ -47,10 +46,6 @@ def settings(sweep: dict, methods: dict, epochs: int, only: list[str] | None = N
         else:
             out += [theirs, ours]
     return out
-
-
-def stat(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def main(argv: list[str] | None = None) -> int:

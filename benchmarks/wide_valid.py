@@ -20,13 +20,14 @@ import argparse
 import json
 import random
 import re
-import statistics
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_methods import machine, stat  # noqa: E402
 from glmlab import synth  # noqa: E402
 
 FORMS = ("{part}测出{fault}", "{part}判定为{fault}", "{part}依然{fault}", "{part}有了{fault}的状况", "{part}再次{fault}")
@@ -61,10 +62,6 @@ def records(seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> 
             seen.add(record["input"])
             out.append({**record, "kinds": kinds})
     return out
-
-
-def stat(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['method']:<11} {s['epochs']:>6} {s['learning_rate']:>7g} {len(s['seeds']):>5} "
               + " ".join(f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}".rjust(w) for k, w in (("f1", 14), ("form", 14), ("opening", 17))))
     if args.json:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from bench_methods import machine
-
         record = {"command": " ".join(["python benchmarks/wide_valid.py", *(argv if argv is not None else sys.argv[1:])]),
                   "forms": FORMS, "openings": OPENINGS, "records": len(split), "held_out": counts, "machine": machine(),
                   "base_weights": experiment.weights_digest(experiment.resolve_base(None, summary[0]["mode"])),
