@@ -1,6 +1,6 @@
 """Score on the test split what a validation sweep chose, beside the notebooks' settings: reporting only.
 
-    python benchmarks/report_chosen.py --sweep benchmarks/results/sweep_budget_lora.json     # seeds 1 2 3
+    python benchmarks/report_chosen.py --sweep benchmarks/results/sweep_budget.json --methods lora   # seeds 1 2 3
     python benchmarks/report_chosen.py --sweep SWEEP.json --seeds 1 2 3 --output OUT.json
 
 ``benchmarks/sweep_valid.py`` chooses each method's rate and the step budget on ``spo_valid.jsonl`` and never
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs_dir", default=str(REPO / "runs" / "report_chosen"))
     parser.add_argument("--output", default=None, help="default: the sweep's file name with _test")
     args = parser.parse_args(argv)
+    known = tuple(experiment.study_methods(2))  # the labels (sweep_valid.parse_grid's check), before anything loads
+    unknown = [m for m in args.methods or [] if m not in known]
+    if unknown:
+        raise SystemExit(f"report_chosen.py: --methods {unknown[0]!r}: one of {', '.join(known)}")
     from glmlab.notebooks.quickstart import EPOCHS
 
     sweep_path = Path(args.sweep)
@@ -98,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         output.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return summary
 
-    unknown = [m for m in args.methods or [] if m not in methods]
-    if unknown:
-        raise SystemExit(f"report_chosen.py: --methods {unknown[0]!r}: one of {', '.join(methods)}")
     for item in settings(sweep, methods, EPOCHS, args.methods):
         for seed in args.seeds:
             key = (item["method"], item["learning_rate"], item["epochs"], seed, weights)

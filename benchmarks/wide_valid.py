@@ -32,7 +32,6 @@ from glmlab import synth  # noqa: E402
 
 FORMS = ("{part}测出{fault}", "{part}判定为{fault}", "{part}依然{fault}", "{part}有了{fault}的状况", "{part}再次{fault}")
 OPENINGS = ("检测结果：", "技师检查：", "交车前", "用户描述：")
-N_RECORDS = 250  # the test split's size
 
 
 def check_new(texts: list[str]) -> None:
@@ -50,7 +49,7 @@ def records(seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> 
     new_pairs = synth._new_pairs("valid", seed)
     rng = random.Random(seed + 11)
     out, seen = [], set(exclude)
-    while len(out) < N_RECORDS:
+    while len(out) < synth.Sizes().n_spo_test:  # the test split's size
         openings = OPENINGS if rng.random() < synth.TEST_OPENING_SHARE else synth.OPENINGS
         record = synth._spo_record(rng, train_pairs + extra_pairs, train_perf + extra_perf, held_template=synth.TEST_FORM_SHARE,
                                    held_form=rng.choice(FORMS), openings=openings)
@@ -95,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         match = re.fullmatch(r"(glm\d?)-e(\d+)-s(\d+)", run.parent.name)
         label, rate = run.name.rsplit("-lr", 1)
         model, tokenizer, mode = experiment.load(latest_checkpoint(run))
-        predictions, overall = experiment.evaluate(model, tokenizer, mode, split, 96, 64)
+        predictions, overall = experiment.evaluate(model, tokenizer, mode, split, experiment.Setup.max_src_len,
+                                                   experiment.Setup.max_new_tokens)  # as the sweep scored validation
 
         def f1(kind: str) -> float:
             index = [i for i, r in enumerate(split) if kind in r["kinds"]]

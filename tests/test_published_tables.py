@@ -20,6 +20,9 @@ from published import _close
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "notebooks" / "README.md"
 NOTEBOOKS = ("01_data", "02_freeze", "03_ptuning", "04_lora", "05_full_zero3", "06_eval")
+# the sweep tables' method names -> experiment.study_methods labels
+SWEEP_LABELS = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
+                "P-tuning (embedding)": "embedding"}
 
 
 def table_after(text: str, header: str) -> list[list[str]]:
@@ -55,10 +58,8 @@ def test_sweep_table_is_the_committed_sweep(name, header):
     rows = table_after(README.read_text(encoding="utf-8"), header)
     assert len(rows) == len(groups), (len(rows), sorted(groups))
     kinds = ("pair", "form", "opening", "familiar_wording")
-    variants = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
-                "P-tuning (embedding)": "embedding"}
     for method, epochs, rate, seeds, f1, *novelty in rows:
-        runs = groups[(variants[method], int(epochs), float(rate))]
+        runs = groups[(SWEEP_LABELS[method], int(epochs), float(rate))]
         assert int(seeds) == len(runs), (method, epochs, rate)
         values = [r["f1"] for r in runs]
         assert close(f1, statistics.fmean(values)), (method, epochs, rate, f1)
@@ -92,11 +93,9 @@ def test_budget_report_table_is_the_committed_report():
         (w["method"], w["learning_rate"], w["epochs"], w["setting"]) for w in wanted)
     rows = table_after(README.read_text(encoding="utf-8"), "| method | budget (epochs) | rate | setting | seeds | test F1 |")
     assert len(rows) == len(summary)
-    labels = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
-              "P-tuning (embedding)": "embedding"}
     kinds = ("form", "opening", "pair", "word")
     for method, epochs, rate, setting, seeds, f1, *novelty in rows:
-        item = summary[f"{labels[method]} {float(rate):g} x{int(epochs)}"]
+        item = summary[f"{SWEEP_LABELS[method]} {float(rate):g} x{int(epochs)}"]
         assert setting.strip("*") == item["setting"] and int(seeds) == len(item["seeds"]), (method, epochs)
         assert close_stat(f1, item["f1"]["mean"], item["f1"]["std"]), (method, epochs, f1)
         for kind, cell in zip(kinds, novelty, strict=True):

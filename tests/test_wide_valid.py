@@ -25,14 +25,14 @@ def test_the_wide_split_holds_its_own_forms_and_openings_in_the_test_splits_prop
     with pytest.raises(SystemExit, match="'交车前' already occurs"):
         wide.check_new(texts + ["交车前检查"])
     records = wide.records(exclude={"x"})
-    assert len(records) == wide.N_RECORDS == synth.Sizes().n_spo_test
+    assert len(records) == synth.Sizes().n_spo_test
     markers = [synth._form_marker(f) for f in wide.FORMS]
     for record in records:
         assert record["kinds"]
         assert ("form" in record["kinds"]) == any(m in record["input"] for m in markers)
         assert ("opening" in record["kinds"]) == record["input"].startswith(wide.OPENINGS)
         assert not any(synth._form_marker(f) in record["input"] for f in synth.TEST_TEMPLATES + synth.VALID_TEMPLATES)
-    test = [line for line in texts[2].splitlines()]
+    test = texts[2].splitlines()
     test_share = sum(any(f'"input": "{o}' in line for o in synth.TEST_OPENINGS) for line in test) / len(test)
     share = sum("opening" in r["kinds"] for r in records) / len(records)
     assert abs(share - test_share) < 0.06, (share, test_share)  # the test split's recipe: as many held-out openings
