@@ -141,10 +141,16 @@ class FolderLock:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "a process that has not written its name yet"
+            # The holder writes its name just after it takes the lock: a run refused in that instant
+            # waits (up to a second) to read the name rather than report an anonymous holder.
+            for _ in range(20):
+                fh.seek(0)
+                holder = fh.read().strip()
+                if holder:
+                    break
+                time.sleep(0.05)
             fh.close()
-            return holder
+            return holder or "a process that has not written its name yet"
         except OSError:
             fh.close()
             raise

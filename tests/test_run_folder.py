@@ -270,3 +270,34 @@ def test_06_reuses_a_run_only_while_its_checkpoint_is_the_newest_of_its_run(tmp_
     shutil.rmtree(run_dir)
     checkpoint("epoch-1-step-5", "B")  # another run in its place, at the same step
     assert reusable_runs(["04_lora"], setup, root=tmp_path) == {}
+
+
+def test_a_run_refused_while_the_holder_writes_its_name_still_reads_the_name(tmp_path):
+    """The holder writes its name just after it takes the lock; a run refused in that instant names it."""
+    import fcntl
+    import threading
+
+    path = tmp_path / LOCK_NAME
+    holder = open(path, "a+", encoding="utf-8")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, name not written yet
+    try:
+        def write_name():
+            time.sleep(0.2)
+            holder.write("pid 1 on host, run late-writer, since now\n")
+            holder.flush()
+
+        writer = threading.Thread(target=write_name)
+        writer.start()
+        answer = FolderLock(tmp_path).acquire("second")
+        writer.join()
+        assert answer == "pid 1 on host, run late-writer, since now"
+    finally:
+        holder.close()
+    # A holder that never writes its name is still refused, with a phrase that says so.
+    holder = open(path, "w", encoding="utf-8")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert FolderLock(tmp_path).acquire("third") == "a process that has not written its name yet"
+    finally:
+        holder.close()
+    assert FolderLock(tmp_path).acquire("fourth") is None
