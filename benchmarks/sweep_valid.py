@@ -71,6 +71,14 @@ def run_key(row: dict[str, Any]) -> tuple:
             json.dumps(row["flags"], sort_keys=True), row["learning_rate"], row["epochs"], row.get("max_steps"), row["seed"])
 
 
+def run_folder(runs_dir: str | Path, mode: str, epochs: int, seed: int, label: str | None = None,
+               rate: float | None = None) -> Path:
+    """Where the sweep trains one run (``MODE-eEPOCHS-sSEED/LABEL-lrRATE``), or, without ``label``, the folder
+    of every run of that budget and seed (the ``output_dir`` that ``experiment.run_method`` makes them in)."""
+    folder = Path(runs_dir) / f"{mode}-e{epochs}-s{seed}"
+    return folder if label is None else folder / f"{label}-lr{rate:g}"
+
+
 def novelty_scores(predictions: str | Path) -> dict[str, dict[str, float]]:
     """Triple F1 on the validation records of each kind of novelty (a record may be of several kinds;
     :func:`glmlab.synth.f1_by_novelty`): ``pair`` holds a validation-only pair, ``form`` a validation-only
@@ -161,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     for epochs in args.epochs:
         for seed in args.seeds:
             setup = experiment.Setup(model_dir=str(base), mode=args.mode, train_path=str(train_path),
-                                     test_path=str(valid_path), output_dir=str(Path(args.runs_dir) / f"{args.mode}-e{epochs}-s{seed}"),
+                                     test_path=str(valid_path), output_dir=str(run_folder(args.runs_dir, args.mode, epochs, seed)),
                                      nproc=args.nproc, num_train_epochs=epochs, max_steps=args.max_steps, seed=seed)
             for label, rates in grid.items():
                 for rate in rates:
                     flags = {**methods[label], "learning_rate": rate}
                     row = {"mode": args.mode, "base": base.name, "base_weights": weights, "data": data, "flags": methods[label],
                            "variant": label, "learning_rate": rate, "epochs": epochs, "max_steps": args.max_steps, "seed": seed}
-                    run_dir = Path(setup.output_dir) / f"{label}-lr{rate:g}"
+                    run_dir = run_folder(args.runs_dir, args.mode, epochs, seed, label, rate)
                     if run_key(row) in done:
                         rows.append(done[run_key(row)])
                         if "f1_by_novelty" not in rows[-1] and (run_dir / "predictions.jsonl").is_file():
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{label} lr {rate:g}, {epochs} epochs, seed {seed}: reused, validation F1 {rows[-1]['f1']:.3f}")
                         continue
                     start = time.perf_counter()
-                    result = experiment.run_method(f"{label}-lr{rate:g}", flags, setup)
+                    result = experiment.run_method(run_dir.name, flags, setup)  # trains in run_dir
                     row.update(f1=result["f1"], sample_f1=result["sample_f1"], steps=result["steps"],
                                first_loss=result["first_loss"], final_loss=result["final_loss"],
                                wall_s=round(time.perf_counter() - start, 1),

@@ -68,6 +68,8 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     argv = ["--grid", "lora=5e-3,1e-2", "--runs_dir", str(tmp_path / "runs"), "--output", str(out)]
     assert sweep.main(argv) == 0
     assert [c[:2] for c in calls] == [("lora-lr0.005", 5e-3), ("lora-lr0.01", 1e-2)]
+    for rate in (5e-3, 1e-2):  # where wide_valid.py looks for them: sweep_valid.run_folder
+        assert (sweep.run_folder(tmp_path / "runs", "glm", 3, 1234, "lora", rate) / "predictions.jsonl").is_file()
     assert {Path(c[2]).name for c in calls} == {"spo_valid.jsonl"}  # never the test split
     record = json.loads(out.read_text())
     assert record["scored_on"] == "spo_valid.jsonl" and record["chosen"]["rates"]["lora"]["learning_rate"] == 5e-3

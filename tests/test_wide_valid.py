@@ -4,6 +4,7 @@ synth file uses (checked), and the one-line refusals (no model is scored here)."
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,34 @@ def test_the_wide_split_holds_its_own_forms_and_openings_in_the_test_splits_prop
     assert len({r["input"] for r in records}) == len(records)
 
 
-def test_a_runs_dir_without_sweep_runs_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=f"--runs_dir {tmp_path}: no sweep_valid.py runs"):
-        wide.main(["--runs_dir", str(tmp_path)])
+SWEEP = REPO / "benchmarks" / "results" / "sweep_budget.json"
+
+
+def test_bad_input_is_one_line_naming_the_flag_before_anything_loads(tmp_path):
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("a sweep?", encoding="utf-8")
+    with pytest.raises(SystemExit, match=f"--sweep {not_json}: cannot read it as JSON"):
+        wide.main(["--sweep", str(not_json), "--runs_dir", str(tmp_path)])
+    other = tmp_path / "methods.json"
+    other.write_text('{"summary": {}}', encoding="utf-8")
+    with pytest.raises(SystemExit, match=f"--sweep {other}: not a benchmarks/sweep_valid.py output"):
+        wide.main(["--sweep", str(other), "--runs_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--methods adapter: not in .*sweep_budget.json \(it has embedding, freeze, lora"):
+        wide.main(["--sweep", str(SWEEP), "--runs_dir", str(tmp_path), "--methods", "lora", "adapter"])
+    with pytest.raises(SystemExit, match=f"--runs_dir {tmp_path}: 24 of .*sweep_budget.json's 24 runs are not there "
+                                         f"\\(first: {tmp_path}/glm-e3-s1234/lora-lr0.005\\)"):
+        wide.main(["--sweep", str(SWEEP), "--runs_dir", str(tmp_path), "--methods", "lora"])
+
+
+def test_a_sweeps_runs_are_found_where_sweep_valid_trains_them(tmp_path):
+    """The folders are sweep_valid.run_folder's, one per full-budget row of the methods asked for."""
+    import sweep_valid  # benchmarks/ is on the path once wide_valid.py is loaded
+
+    rows = json.loads(SWEEP.read_text(encoding="utf-8"))["runs"]
+    for row in rows:
+        if row["variant"] == "freeze":
+            sweep_valid.run_folder(tmp_path, row["mode"], row["epochs"], row["seed"], "freeze", row["learning_rate"]).mkdir(parents=True)
+    sweep, runs = wide.sweep_runs(SWEEP, tmp_path, ["freeze"])
+    assert sweep["mode"] == "glm" and len(runs) == sum(r["variant"] == "freeze" for r in rows) == 6
+    assert {folder.relative_to(tmp_path).as_posix() for _, folder in runs} == {
+        f"glm-e{e}-s{s}/freeze-lr0.005" for e in (3, 6) for s in (1234, 2, 3)}
