@@ -125,3 +125,19 @@ def test_the_shipped_base_reads_every_validation_record(data):
         for line in sample["output"].split("\n"):
             head, _, tail = line.split("_")
             assert head in pieces and tail in pieces, (line, pieces)
+
+
+def test_no_validation_record_asks_for_a_word_training_never_writes_but_the_test_split_does(data):
+    """A kind of novelty only the test split holds (notebooks/README.md, "Why validation and test differ in level"):
+    a fault or problem word no training answer writes. Counted from the answers themselves, and by ``novelty``."""
+    written = {line.rsplit("_", 1)[-1] for s in data["spo_train"] for line in s["output"].split("\n") if line}
+
+    def new_words(sample: dict) -> set[str]:
+        return {line.rsplit("_", 1)[-1] for line in sample["output"].split("\n")
+                if line and line.split("_")[1] in ("部件故障", "性能故障")} - written
+
+    assert not any(new_words(s) for s in data["spo_valid"])
+    assert not any("word" in synth.novelty(s, "valid") for s in data["spo_valid"])
+    test = [s for s in data["spo_test"] if new_words(s)]
+    assert len(test) == sum("word" in synth.novelty(s, "test") for s in data["spo_test"]) == 58
+    assert set().union(*map(new_words, test)) == synth._untrained_words(0)

@@ -38,6 +38,8 @@ def test_the_wide_split_holds_its_own_forms_and_openings_in_the_test_splits_prop
     share = sum("opening" in r["kinds"] for r in records) / len(records)
     assert abs(share - test_share) < 0.06, (share, test_share)  # the test split's recipe: as many held-out openings
     assert len({r["input"] for r in records}) == len(records)
+    # like validation, and unlike the test split, it asks for no word that training never writes (its pairs are validation's)
+    assert not any(synth._untrained_words(0) & {t.rsplit("_", 1)[-1] for t in r["output"].split("\n")} for r in records)
 
 
 SWEEP = REPO / "benchmarks" / "results" / "sweep_budget.json"
