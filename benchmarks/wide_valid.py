@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_methods import machine, stat  # noqa: E402
+from bench_methods import machine, same_machine, stat  # noqa: E402
 from glmlab import synth  # noqa: E402
 
 FORMS = ("{part}测出{fault}", "{part}判定为{fault}", "{part}依然{fault}", "{part}有了{fault}的状况", "{part}再次{fault}")
@@ -129,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     output = Path(args.json) if args.json else None
     earlier = json.loads(output.read_text(encoding="utf-8")) if output and output.is_file() else {}
-    done = {key(r): r for r in earlier.get("runs", [])
-            if all(earlier.get(k) == v for k, v in identity.items())}  # the same split, machine and base only
+    same = same_machine(earlier.get("machine"), measured_on) and all(
+        earlier.get(k) == v for k, v in identity.items() if k != "machine")  # the same split, machine and base only
+    done = {key(r): r for r in earlier.get("runs", [])} if same else {}
     scored: list[dict] = []
 
-    def save() -> None:
+    def save() -> tuple[list[dict], dict]:
         summary = summarise(scored)
         # the sweep's rule on the rows its own choice was made from (its last command's budgets and methods)
         chosen = choose([{"variant": r["method"], "epochs": r["epochs"], "learning_rate": r["learning_rate"], "f1": r["f1"]}

@@ -73,3 +73,37 @@ def test_a_sweeps_runs_are_found_where_sweep_valid_trains_them(tmp_path):
     assert sweep["mode"] == "glm" and len(runs) == sum(r["variant"] == "freeze" for r in rows) == 6
     assert {folder.relative_to(tmp_path).as_posix() for _, folder in runs} == {
         f"glm-e{e}-s{s}/freeze-lr0.005" for e in (3, 6) for s in (1234, 2, 3)}
+
+
+def test_scores_each_run_once_applies_the_sweeps_rule_and_resumes(tmp_path, monkeypatch, capsys):
+    """With a fake model (right at 6 epochs, silent at 3) the wide figures, the rule's choice and the resume are wide_valid's own."""
+    import sweep_valid
+
+    import glmlab.checkpoint
+    from glmlab.notebooks import experiment
+
+    rows = [r for r in json.loads(SWEEP.read_text(encoding="utf-8"))["runs"] if r["variant"] == "freeze"]
+    for row in rows:
+        sweep_valid.run_folder(tmp_path, row["mode"], row["epochs"], row["seed"], "freeze", row["learning_rate"]).mkdir(parents=True)
+    scored = []
+
+    def evaluate(model, tokenizer, mode, samples, max_src_len, max_new_tokens):
+        scored.append(model)
+        right = model.endswith("e6")
+        return [s["output"] if right else "" for s in samples], {"f1": 1.0 if right else 0.0}
+
+    monkeypatch.setattr(glmlab.checkpoint, "latest_checkpoint", lambda folder: str(folder))
+    monkeypatch.setattr(experiment, "load", lambda path: (Path(path).parent.name.split("-s")[0], None, "glm"))
+    monkeypatch.setattr(experiment, "evaluate", evaluate)
+    out = tmp_path / "wide.json"
+    argv = ["--sweep", str(SWEEP), "--runs_dir", str(tmp_path), "--methods", "freeze", "--json", str(out)]
+    assert wide.main(argv) == 0
+    assert len(scored) == 6
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert [(s["epochs"], s["f1"]["mean"], s["form"]["mean"]) for s in record["summary"]] == [(3, 0.0, 0.0), (6, 1.0, 1.0)]
+    assert record["chosen"]["epochs"] == 6 and record["chosen"]["by_method"]["freeze"]["epochs"] == 6
+    valid = {(r["epochs"], r["seed"]): r["f1"] for r in rows}
+    assert all(r["valid_f1"] == valid[(r["epochs"], r["seed"])] for r in record["runs"])  # the sweep's own figure beside
+    assert "the sweep's rule on this split: 6 epochs" in capsys.readouterr().out
+    assert wide.main(argv) == 0 and len(scored) == 6  # resumed: nothing scored again
+    assert json.loads(out.read_text(encoding="utf-8"))["runs"] == record["runs"]
