@@ -46,7 +46,7 @@ from glmlab.generation import DEFAULT_DO_SAMPLE, DEFAULT_TEMPERATURE, DEFAULT_TO
 from glmlab.inference import load_for_inference
 from glmlab.loading import CheckpointError
 from glmlab.json_files import write_jsonl
-from glmlab.metrics import generation_scores, looks_like_triples, triple_f1
+from glmlab.metrics import generation_scores, grounded_triples, looks_like_triples, triple_f1
 
 __all__ = [
     "build_parser",
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="auto", choices=["auto", "f1", "rouge", "none"],
                    help="score to print (auto: chosen by the references)")
     p.add_argument("--limit", type=int, help="predict only the first N samples")
+    p.add_argument("--grounded", action="store_true",
+                   help="triple extraction: keep only the predicted triples whose head and tail occur in the sample's "
+                        "input (an extracted entity is a span of its record); the model's own text is kept as "
+                        "raw_prediction, and the score is the kept triples'")
     p.add_argument("--chat", action="store_true", help="interactive chat on stdin instead of a test file")
     p.add_argument("--system", help="--chat, ChatGLM3: the system prompt that opens the conversation")
     p.add_argument("--tools", help="--chat, ChatGLM3: JSON file with a list of tool definitions the model may call")
@@ -200,6 +204,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
             args.samples = args.samples[: args.limit]
         if any("conversations" in s for s in args.samples) and args.mode != "glm3":
             raise UsageError(f"{args.test_path}: conversation samples need a ChatGLM3 model; this one is {args.mode}")
+    if args.grounded and (args.chat or not looks_like_triples([reference_of(s) for s in args.samples])):
+        raise UsageError("--grounded keeps triples found in the input: it needs a --test_path of triple extraction "
+                         f"(references of head_relation_tail lines){'' if args.chat else f'; {args.test_path} is not one'}")
     return args, info
 
 
@@ -391,7 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = predict_samples(
         model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr, **gen
     )
-    write_jsonl(Path(args.output_path), [{**s, "prediction": p} for s, p in zip(args.samples, predictions)])
+    raw = predictions
+    if args.grounded:  # the record a triple is extracted from is the sample's input
+        predictions = [grounded_triples(p, s.get("input", "")) for s, p in zip(args.samples, raw)]
+    write_jsonl(Path(args.output_path), [{**s, "prediction": p, **({"raw_prediction": r} if args.grounded else {})}
+                                         for s, p, r in zip(args.samples, predictions, raw)])
     print(f"{PROG}: wrote {len(predictions)} predictions to {args.output_path}", file=sys.stderr)
     result = score(args.samples, predictions, args.metric)
     if result is not None:

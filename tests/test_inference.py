@@ -317,6 +317,36 @@ def test_predict_rejects_bad_input_before_loading(bases, tmp_path, monkeypatch, 
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_predict_grounded_writes_the_kept_triples_beside_the_models_text(bases, tmp_path, monkeypatch, capsys):
+    from glmlab import predict
+
+    make_checkpoint("lora", "glm", bases["glm"], tmp_path / "ckpt")
+    raw = ["制动_性能故障_距离过长\n制动_性能故障_鼓包", "冷却风扇_性能故障_转速过低\n风扇电机_部件故障_不转", "发动机_部件故障_异响"]
+    monkeypatch.setattr(predict, "load_for_inference", lambda *a, **k: (None, None, "glm"))
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: list(raw))
+    out = tmp_path / "o.jsonl"
+    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--test_path", str(_test_file(tmp_path)), "--output_path", str(out)]
+    assert predict.main([*argv, "--grounded"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["raw_prediction"] for r in rows] == raw
+    assert [r["prediction"] for r in rows] == ["制动_性能故障_距离过长", "冷却风扇_性能故障_转速过低", "发动机_部件故障_异响"]
+    grounded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert predict.main(argv) == 0  # without the flag: the model's text, as the original scored it
+    assert "raw_prediction" not in json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert grounded["recall"] == plain["recall"] and grounded["precision"] > plain["precision"]
+    # a test file whose references are not triples: one line, before any model loads
+    d2q = tmp_path / "d2q.jsonl"
+    d2q.write_text(json.dumps({"instruction": "提问：", "input": "水泵漏水。", "output": ["水泵怎么了？"]}, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    monkeypatch.setattr(predict, "load_for_inference", lambda *a, **k: pytest.fail("loaded a model"))
+    assert predict.main(["--checkpoint", str(tmp_path / "ckpt"), "--test_path", str(d2q), "--output_path",
+                         str(tmp_path / "d.jsonl"), "--grounded"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--grounded keeps triples found in the input: it needs a --test_path of triple extraction" in err[0]
+    assert f"{d2q} is not one" in err[0] and not (tmp_path / "d.jsonl").exists()
+
+
 def test_predict_uses_the_recorded_training_lengths(bases, tmp_path):
     from glmlab.predict import parse_args
 
