@@ -29,6 +29,11 @@ from bench_methods import earlier_runs, machine, same_machine, stat  # noqa: E40
 from glmlab.notebooks import experiment  # noqa: E402
 
 
+def run_folder(runs_dir: str | Path, method: str, rate: float, epochs: int, seed: int) -> Path:
+    """Where one report run trains (``experiment.run_method`` makes ``METHOD/`` inside, with its predictions)."""
+    return Path(runs_dir) / f"{method}-lr{rate:g}-e{epochs}-s{seed}"
+
+
 def settings(sweep: dict, methods: dict, epochs: int, only: list[str] | None = None) -> list[dict]:
     """``[{"method", "setting", "learning_rate", "epochs"}]``: each swept method's choice (its own best budget and rate
     where the sweep holds several budgets, ``chosen["by_method"]``), then the notebooks' (once when they are the same)."""
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             setup = experiment.Setup(model_dir=str(base), mode=sweep["mode"], train_path=str(experiment.data_path("spo_train")),
                                      test_path=str(test_path), nproc=2, seed=seed, num_train_epochs=item["epochs"],
-                                     output_dir=str(Path(args.runs_dir) / f"{item['method']}-lr{item['learning_rate']:g}-e{item['epochs']}-s{seed}"))
+                                     output_dir=str(run_folder(args.runs_dir, item["method"], item["learning_rate"], item["epochs"], seed)))
             start = time.perf_counter()
             result = experiment.run_method(item["method"], {**methods[item["method"]], "learning_rate": item["learning_rate"]}, setup)
             rows.append({**item, "seed": seed, "base_weights": weights, "f1": result["f1"],

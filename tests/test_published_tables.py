@@ -161,6 +161,42 @@ def test_the_budget_reports_notebooks_rows_are_the_first_machines_benchmark():
             assert item["f1_by_novelty"][kind]["mean"] == pytest.approx(theirs[f"triple_f1_{kind}"]["mean"], abs=1e-12), (method, kind)
 
 
+def test_grounded_table_is_the_committed_rescoring():
+    """grounded.py's figures of the notebooks' settings: validation from the budget sweep's runs, the test split from the
+    report's notebooks runs; recall never moves; the sentences quoting it say what the file says."""
+    results = REPO / "benchmarks" / "results"
+    ground = json.loads((results / "grounded.json").read_text(encoding="utf-8"))
+    report = json.loads((results / "sweep_budget_test.json").read_text(encoding="utf-8"))
+    assert ground["sweep"] == "sweep_budget.json" and ground["report"] == "sweep_budget_test.json"
+    assert len(ground["valid_runs"]) == 48 and len(ground["test_runs"]) == len(report["runs"])
+    for run in ground["valid_runs"] + ground["test_runs"]:
+        assert run["grounded"]["recall"] == run["raw"]["recall"] and run["grounded"]["f1"] >= run["raw"]["f1"]
+    gains = [s["grounded"]["f1"]["mean"] - s["raw"]["f1"]["mean"] for s in ground["valid"]]
+    assert ground["chosen_on_validation"] is (min(gains) > 0)
+    text = README.read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    assert ground["chosen_on_validation"] and f"(the smallest gain is +{min(gains):.3f})" in flat
+    from glmlab.notebooks import experiment
+
+    rates = {label: experiment.default_learning_rate(flags) for label, flags in experiment.study_methods(4).items()}
+    rows = table_after(text, "| method | valid F1 | valid, grounded | test F1 | test, grounded |")
+    assert len(rows) == 5
+    for method, vraw, vgr, traw, tgr, fraw, fgr, precision, recall in rows:
+        label = SWEEP_LABELS[method]
+        valid = next(s for s in ground["valid"] if (s["method"], s["epochs"], s["learning_rate"]) == (label, 3, rates[label]))
+        test = next(s for s in ground["test"] if s["method"] == label and "notebooks" in s["setting"])
+        for cell, figure in ((vraw, valid["raw"]["f1"]), (vgr, valid["grounded"]["f1"]), (traw, test["raw"]["f1"]),
+                             (tgr, test["grounded"]["f1"]), (fraw, test["raw"]["form"]), (fgr, test["grounded"]["form"])):
+            assert close_stat(cell, figure["mean"], figure["std"]), (method, cell)
+        before, after = precision.split("→")
+        assert close(before, test["raw"]["precision"]["mean"]) and close(after, test["grounded"]["precision"]["mean"])
+        assert close(recall, test["raw"]["recall"]["mean"])
+    lora = next(s for s in ground["test"] if s["method"] == "lora" and "notebooks" in s["setting"])
+    root = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"lifts LoRA's F1 from {lora['raw']['f1']['mean']:.3f} to {lora['grounded']['f1']['mean']:.3f} at the same recall" in root
+    assert f"grounded in the record, {lora['grounded']['form']['mean']:.3f} ± {lora['grounded']['form']['std']:.3f} on the first" in flat
+
+
 def test_the_notebooks_run_what_the_sweep_chose():
     """Each method's default rate (experiment.LEARNING_RATES) and the step budget are the committed sweep's choice."""
     from glmlab.notebooks import experiment, quickstart  # quickstart: 04's settings (tests/test_published.py)
