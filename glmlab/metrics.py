@@ -53,7 +53,7 @@ def grounded_triples(prediction: str, text: str) -> str:
     they were extracted from, one per line; every other line is dropped.
 
     Extraction names what a record says: in the original project's data every reference triple's head and tail are
-    spans of its record (6,701 of 6,701), and so they are in :mod:`glmlab.synth`'s (``tests/test_synth_valid.py``).
+    spans of its record (6,701 of 6,701), and so they are in :mod:`glmlab.synth`'s (``tests/test_metrics.py``).
     A predicted triple naming a word the record does not hold (a small model's "鼓包" for a record that says "异响")
     cannot be right, so dropping it never costs recall where the references are spans, and raises precision.
     ``python -m glmlab.predict --grounded`` writes these; the model's own text stays beside them.

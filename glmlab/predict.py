@@ -56,6 +56,7 @@ __all__ = [
     "parse_args",
     "predict_samples",
     "read_tools",
+    "record_of",
     "reference_of",
     "score",
 ]
@@ -237,6 +238,13 @@ def reference_of(sample: dict):
     return sample.get("output")
 
 
+def record_of(sample: dict) -> str:
+    """The text a sample's answer is extracted from: its ``input``, or a conversation's last user message."""
+    if "conversations" in sample:
+        return next((m["content"] for m in reversed(sample["conversations"]) if m["role"] == "user"), "")
+    return sample.get("input", "")
+
+
 def predict_samples(
     model,
     tokenizer,
@@ -399,8 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr, **gen
     )
     raw = predictions
-    if args.grounded:  # the record a triple is extracted from is the sample's input
-        predictions = [grounded_triples(p, s.get("input", "")) for s, p in zip(args.samples, raw)]
+    if args.grounded:
+        predictions = [grounded_triples(p, record_of(s)) for s, p in zip(args.samples, raw)]
     write_jsonl(Path(args.output_path), [{**s, "prediction": p, **({"raw_prediction": r} if args.grounded else {})}
                                          for s, p, r in zip(args.samples, predictions, raw)])
     print(f"{PROG}: wrote {len(predictions)} predictions to {args.output_path}", file=sys.stderr)

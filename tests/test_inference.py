@@ -347,6 +347,16 @@ def test_predict_grounded_writes_the_kept_triples_beside_the_models_text(bases, 
     assert f"{d2q} is not one" in err[0] and not (tmp_path / "d.jsonl").exists()
 
 
+def test_the_record_grounding_reads_is_the_input_or_the_last_user_message():
+    from glmlab.predict import record_of
+
+    assert record_of(SAMPLES[0]) == "故障现象：制动距离过长。"
+    talk = {"conversations": [{"role": "system", "content": "抽取三元组"}, {"role": "user", "content": "水泵异响。"},
+                              {"role": "assistant", "content": "好的"}, {"role": "user", "content": "发电机漏电。"},
+                              {"role": "assistant", "content": "发电机_部件故障_漏电"}]}
+    assert record_of(talk) == "发电机漏电。"
+
+
 def test_predict_uses_the_recorded_training_lengths(bases, tmp_path):
     from glmlab.predict import parse_args
 
