@@ -380,3 +380,14 @@ def test_quoted_floors_are_the_rules():
     overall, form = method_floors(), method_floors(metric="triple_f1_form")
     expected = [v for m in ("lora", "zero3", "freeze", "projection", "embedding") for v in (overall[m], form[m])]
     assert all(close(cell, value) for cell, value in zip(quoted.groups(), expected)), (quoted.groups(), expected)
+
+
+def test_the_readme_says_how_predict_scores_as_the_notebooks_do():
+    """predict's default answer length is the original scripts' (max_len - max_src_len - 3 of the checkpoint's training
+    lengths); the notebooks' is Setup.max_new_tokens: the README gives both, from the code."""
+    from glmlab.notebooks.experiment import Setup
+
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    default = Setup.max_len - Setup.max_src_len - 3
+    assert (f"{default} tokens for the notebooks' {Setup.max_len}/{Setup.max_src_len}, which cuts the longest answers. "
+            f"The notebooks score with {Setup.max_new_tokens}; pass `--max_new_tokens {Setup.max_new_tokens}`") in text
