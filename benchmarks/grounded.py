@@ -34,13 +34,6 @@ from glmlab.metrics import grounded_triples, triple_f1  # noqa: E402
 KINDS = ("form", "opening", "pair", "word")
 
 
-def read_json(path: str | Path, flag: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"grounded.py: {flag} {path}: cannot read it as JSON ({exc})") from None
-
-
 def rescore(predictions: Path, split: str, recorded: float) -> dict:
     """Raw and grounded F1 (overall, precision, recall, per kind of novelty) of one run's saved predictions."""
     if not predictions.is_file():
@@ -84,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     if (args.report is None) != (args.report_runs_dir is None):
         raise SystemExit("grounded.py: --report and --report_runs_dir go together")
     from report_chosen import run_folder as report_folder
+    from sweep_valid import read_sweep
     from sweep_valid import run_folder as sweep_folder
 
-    sweep = read_json(args.sweep, "--sweep")
-    if sweep.get("scored_on") != "spo_valid.jsonl" or "runs" not in sweep:
-        raise SystemExit(f"grounded.py: --sweep {args.sweep}: not a benchmarks/sweep_valid.py output on spo_valid.jsonl")
-    report = read_json(args.report, "--report") if args.report else None
+    sweep = read_sweep(args.sweep, "grounded.py")
+    try:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8")) if args.report else None
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"grounded.py: --report {args.report}: cannot read it as JSON ({exc})") from None
     if report is not None and (report.get("scored_on") != "spo_test.jsonl" or "runs" not in report):
         raise SystemExit(f"grounded.py: --report {args.report}: not a benchmarks/report_chosen.py output on spo_test.jsonl")
 

@@ -79,6 +79,21 @@ def run_folder(runs_dir: str | Path, mode: str, epochs: int, seed: int, label: s
     return folder if label is None else folder / f"{label}-lr{rate:g}"
 
 
+def read_sweep(path: str | Path, script: str) -> dict[str, Any]:
+    """A sweep's output file, read by another benchmark (``script``); one line naming ``--sweep`` when it cannot be
+    read, or is not this script's output on the validation split."""
+    path = Path(path)
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{script}: --sweep {path}: cannot read it as JSON ({exc})") from None
+    missing = sorted({"runs", "mode", "scored_on"} - (sweep.keys() if isinstance(sweep, dict) else set()))
+    if missing or sweep["scored_on"] != "spo_valid.jsonl":
+        raise SystemExit(f"{script}: --sweep {path}: not a benchmarks/sweep_valid.py output on spo_valid.jsonl"
+                         + (f" (no {', '.join(missing)})" if missing else f" (scored on {sweep['scored_on']})"))
+    return sweep
+
+
 def novelty_scores(predictions: str | Path) -> dict[str, dict[str, float]]:
     """Triple F1 on the validation records of each kind of novelty (a record may be of several kinds;
     :func:`glmlab.synth.f1_by_novelty`): ``pair`` holds a validation-only pair, ``form`` a validation-only

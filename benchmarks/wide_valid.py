@@ -68,15 +68,10 @@ def records(seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> 
 def sweep_runs(sweep_path: str | Path, runs_dir: str | Path, methods: list[str] | None) -> tuple[dict, list[tuple[dict, Path]]]:
     """The sweep's record and each of its full-budget rows (of ``methods``) with the folder it trained in; one line,
     naming the file, flag or folder, when the file is not a sweep, a method is not in it or a run folder is missing."""
-    from sweep_valid import run_folder
+    from sweep_valid import read_sweep, run_folder
 
     path = Path(sweep_path)
-    try:
-        sweep = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"wide_valid.py: --sweep {path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(sweep, dict) or not {"runs", "mode", "base_weights"} <= sweep.keys():
-        raise SystemExit(f"wide_valid.py: --sweep {path}: not a benchmarks/sweep_valid.py output (no runs, mode or base_weights)")
+    sweep = read_sweep(path, "wide_valid.py")
     labels = sorted({row["variant"] for row in sweep["runs"]})
     unknown = sorted(set(methods or ()) - set(labels))
     if unknown:
@@ -108,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     from sweep_valid import choose
 
     weights = experiment.weights_digest(experiment.resolve_base(None, sweep["mode"]))
-    if sweep["base_weights"] != weights:
+    if sweep.get("base_weights") != weights:
         raise SystemExit(f"wide_valid.py: --sweep {args.sweep}: its runs were trained on other weights of the "
-                         f"{sweep['mode']} base ({sweep['base_weights']}; installed now: {weights})")
+                         f"{sweep['mode']} base ({sweep.get('base_weights')}; installed now: {weights})")
     measured_on = machine()
     torch.set_num_threads(1)
     files = {name: experiment.data_path(name).read_text(encoding="utf-8")

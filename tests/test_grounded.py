@@ -32,7 +32,8 @@ def _sweep(tmp_path: Path, predictions: list[str]) -> Path:
         runs.append({"mode": "glm", "variant": "lora", "epochs": 3, "learning_rate": 0.01, "seed": seed, "max_steps": None,
                      "f1": triple_f1([prediction], [RECORD["output"]]).f1})
     path = tmp_path / "sweep.json"
-    path.write_text(json.dumps({"scored_on": "spo_valid.jsonl", "runs": runs, "machine": {"cpu_model": "x"}}), encoding="utf-8")
+    path.write_text(json.dumps({"scored_on": "spo_valid.jsonl", "mode": "glm", "runs": runs, "machine": {"cpu_model": "x"}}),
+                    encoding="utf-8")
     return path
 
 

@@ -99,3 +99,16 @@ def test_the_sweep_scores_validation_only_and_resumes(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit, match="measured on another machine"):
         sweep.main(["--grid", "lora=2e-2", *argv[2:]])
     assert len(calls) == 3 and json.loads(out.read_text()) == other
+
+
+def test_read_sweep_refuses_what_is_not_a_validation_sweep_in_one_line(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"runs": [], "mode": "glm", "scored_on": "spo_test.jsonl"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=f"x.py: --sweep {path}: not a benchmarks/sweep_valid.py output on spo_valid.jsonl "
+                                         r"\(scored on spo_test.jsonl\)"):
+        sweep.read_sweep(path, "x.py")
+    path.write_text("[1]", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"\(no mode, runs, scored_on\)"):
+        sweep.read_sweep(path, "x.py")
+    path.write_text(json.dumps({"runs": [], "mode": "glm", "scored_on": "spo_valid.jsonl"}), encoding="utf-8")
+    assert sweep.read_sweep(path, "x.py")["mode"] == "glm"
