@@ -26,18 +26,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods, however this file
 from bench_methods import SAME_MACHINE, same_machine  # noqa: E402
 
 
-def read_sweep(path: str | Path) -> dict:
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"choose_base.py: {path}: not a readable sweep_valid.py output ({err})") from None
-    if not isinstance(record, dict) or "runs" not in record or "mode" not in record:
-        raise SystemExit(f"choose_base.py: {path}: not a sweep_valid.py output (no 'mode' and 'runs')")
-    if record.get("scored_on") != "spo_valid.jsonl":
-        raise SystemExit(f"choose_base.py: {path}: scored on {record.get('scored_on')!r}, not the validation split")
-    return record
-
-
 def compare(sweeps: list[dict]) -> dict:
     """The comparison over the settings every sweep ran: per base, per method, its best rate's mean F1."""
     modes = [s["mode"] for s in sweeps]
@@ -73,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+", help="sweep_valid.py outputs, one per base")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "base_choice.json"))
     args = parser.parse_args(argv)
-    sweeps = [read_sweep(p) for p in args.sweeps]
+    from sweep_valid import read_sweep
+
+    sweeps = [read_sweep(p, "choose_base.py", flag=None) for p in args.sweeps]
     result = compare(sweeps)
     result = {"command": " ".join(["python benchmarks/choose_base.py", *(argv if argv is not None else sys.argv[1:])]),
               "scored_on": "spo_valid.jsonl", "sweeps": [Path(p).name for p in args.sweeps],

@@ -67,12 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"report_chosen.py: --methods {unknown[0]!r}: one of {', '.join(known)}")
     from glmlab.notebooks.quickstart import EPOCHS
 
+    from sweep_valid import read_sweep
+
     sweep_path = Path(args.sweep)
-    try:
-        sweep = json.loads(sweep_path.read_text(encoding="utf-8"))
-        sweep["chosen"]["rates"], sweep["scored_on"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"report_chosen.py: --sweep {sweep_path}: not a sweep_valid.py output ({error})") from None
+    sweep = read_sweep(sweep_path, "report_chosen.py", needs=("chosen",))
     measured_on = machine()
     if not same_machine(sweep.get("machine"), measured_on):
         raise SystemExit(f"report_chosen.py: --sweep {sweep_path}: measured on another machine (or one it does not "

@@ -79,17 +79,19 @@ def run_folder(runs_dir: str | Path, mode: str, epochs: int, seed: int, label: s
     return folder if label is None else folder / f"{label}-lr{rate:g}"
 
 
-def read_sweep(path: str | Path, script: str) -> dict[str, Any]:
-    """A sweep's output file, read by another benchmark (``script``); one line naming ``--sweep`` when it cannot be
-    read, or is not this script's output on the validation split."""
+def read_sweep(path: str | Path, script: str, flag: str | None = "--sweep", needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A sweep's output file, read by another benchmark (``script``, which takes it as ``flag``, or as an argument
+    when ``flag`` is None); one line naming it when it cannot be read, is not this script's output on the validation
+    split, or lacks one of the keys ``needs`` (besides runs, mode and scored_on)."""
     path = Path(path)
+    where = f"{script}: {flag + ' ' if flag else ''}{path}"
     try:
         sweep = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"{script}: --sweep {path}: cannot read it as JSON ({exc})") from None
-    missing = sorted({"runs", "mode", "scored_on"} - (sweep.keys() if isinstance(sweep, dict) else set()))
+        raise SystemExit(f"{where}: cannot read it as JSON ({exc})") from None
+    missing = sorted({"runs", "mode", "scored_on", *needs} - (sweep.keys() if isinstance(sweep, dict) else set()))
     if missing or sweep["scored_on"] != "spo_valid.jsonl":
-        raise SystemExit(f"{script}: --sweep {path}: not a benchmarks/sweep_valid.py output on spo_valid.jsonl"
+        raise SystemExit(f"{where}: not a benchmarks/sweep_valid.py output on spo_valid.jsonl"
                          + (f" (no {', '.join(missing)})" if missing else f" (scored on {sweep['scored_on']})"))
     return sweep
 

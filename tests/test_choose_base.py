@@ -54,8 +54,10 @@ def test_sweeps_that_cannot_be_compared_are_one_line(tmp_path):
     unknown = _sweep(tmp_path, "glm2", {("lora", 1e-2, 1): 0.9}, machine=None)
     with pytest.raises(SystemExit, match="not all run on one machine"):
         choose_base.compare([json.loads(glm.read_text()), json.loads(unknown.read_text())])
-    with pytest.raises(SystemExit, match="not the validation split"):
-        choose_base.read_sweep(_sweep(tmp_path, "glm3", {("lora", 1e-2, 1): 0.9}, scored_on="spo_test.jsonl"))
+    # a file that is not a validation sweep: one line naming it, before any comparison (sweep_valid.read_sweep)
+    test_sweep = _sweep(tmp_path, "glm3", {("lora", 1e-2, 1): 0.9}, scored_on="spo_test.jsonl")
+    with pytest.raises(SystemExit, match=rf"^choose_base.py: {test_sweep}: not a .* on spo_valid.jsonl \(scored on spo_test"):
+        choose_base.main([str(glm), str(test_sweep)])
     (tmp_path / "bad.json").write_text("[]")
-    with pytest.raises(SystemExit, match="bad.json: not a sweep_valid.py output"):
-        choose_base.read_sweep(tmp_path / "bad.json")
+    with pytest.raises(SystemExit, match=r"^choose_base.py: \S*bad.json: not a benchmarks/sweep_valid.py output .*\(no mode"):
+        choose_base.main([str(tmp_path / "bad.json")])

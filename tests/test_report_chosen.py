@@ -19,7 +19,7 @@ spec.loader.exec_module(report)
 
 def _sweep(path: Path, rate: float, epochs: int) -> dict:
     base = experiment.resolve_base(None, "glm")
-    record = {"mode": "glm", "scored_on": "spo_valid.jsonl", "base_weights": experiment.weights_digest(base),
+    record = {"mode": "glm", "scored_on": "spo_valid.jsonl", "base_weights": experiment.weights_digest(base), "runs": [],
               "machine": report.machine(), "chosen": {"epochs": epochs, "rates": {"lora": {"learning_rate": rate, "f1": 0.9}}}}
     path.write_text(json.dumps(record))
     return record
@@ -81,5 +81,6 @@ def test_a_sweep_of_another_machine_or_base_or_no_sweep_is_one_line(tmp_path, mo
     with pytest.raises(SystemExit, match=r"sweep\.json: swept on other weights"):
         report.main(["--sweep", str(sweep_file)])
     sweep_file.write_text("{}")
-    with pytest.raises(SystemExit, match=r"sweep\.json: not a sweep_valid.py output"):
+    with pytest.raises(SystemExit, match=r"^report_chosen.py: --sweep \S*sweep\.json: not a benchmarks/sweep_valid.py "
+                                         r"output on spo_valid.jsonl \(no chosen, mode, runs, scored_on\)"):
         report.main(["--sweep", str(sweep_file)])
