@@ -14,6 +14,16 @@ grounding, and says whether grounding raises the mean validation F1 of every met
 then rescores the runs of a test report (``--report``, ``benchmarks/report_chosen.py``'s, under
 ``--report_runs_dir``) for reporting only: F1 overall and per kind of novelty, raw and grounded. It trains and
 generates nothing; each run's raw F1 must be the figure its file recorded, or the run is refused in one line.
+
+``--decode`` also measures grounded *decoding* (``python -m glmlab.predict --grounded decode``,
+:class:`glmlab.generation.GroundedDecoding`): where the model would write a word its record does not hold, it
+writes its best choice among what the record says, rather than losing the triple. That generates: each run's last
+checkpoint predicts its split again, greedy, one torch thread, the notebooks' prompt and answer lengths, into
+``predictions_decode.jsonl`` beside the run's predictions (kept, and reused by a later call). As a check of the
+decoding, an answer whose every token the model chose freely (its own text already grounded, :func:`glmlab.metrics.
+grounded_end`) must come out unchanged, and the count is printed. The rule, fixed before any figure was seen:
+decoding replaces the filter when its mean validation F1 over the sweep's settings (every method and setting, each
+the mean of its seeds) is higher than the filter's; the test split is again scored for reporting only.
 """
 
 from __future__ import annotations
@@ -29,21 +39,56 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_methods import stat  # noqa: E402
 from glmlab import synth  # noqa: E402
-from glmlab.metrics import grounded_triples, triple_f1  # noqa: E402
+from glmlab.metrics import grounded_end, grounded_triples, triple_f1  # noqa: E402
 
 KINDS = ("form", "opening", "pair", "word")
 
 
-def rescore(predictions: Path, split: str, recorded: float) -> dict:
-    """Raw and grounded F1 (overall, precision, recall, per kind of novelty) of one run's saved predictions."""
+def read_predictions(predictions: Path) -> list[dict]:
     if not predictions.is_file():
         raise SystemExit(f"grounded.py: {predictions}: no predictions there; give the runs folder its file names")
-    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+
+
+def decode(predictions: Path) -> list[str]:
+    """The answers of grounded decoding for the samples of a run's ``predictions`` file, from the run's last
+    checkpoint (its folder): read from ``predictions_decode.jsonl`` there when an earlier call wrote it for the same
+    samples, else generated and written there."""
+    from glmlab.checkpoint import latest_checkpoint
+    from glmlab.json_files import write_jsonl
+    from glmlab.notebooks import experiment
+
+    samples = [{k: v for k, v in r.items() if k != "prediction"} for r in read_predictions(predictions)]
+    out = predictions.with_name("predictions_decode.jsonl")
+    if out.is_file():
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        if [{k: v for k, v in r.items() if k != "prediction"} for r in rows] == samples:
+            return [r["prediction"] for r in rows]
+    checkpoint = latest_checkpoint(predictions.parent)
+    model, tokenizer, mode = experiment.load(checkpoint)
+    setup = experiment.Setup.__dataclass_fields__
+    answers, _ = experiment.evaluate(model, tokenizer, mode, samples, setup["max_src_len"].default,
+                                     setup["max_new_tokens"].default, grounded_decoding=True)
+    write_jsonl(out, [{**s, "prediction": a} for s, a in zip(samples, answers)])
+    print(f"  decoded {len(samples)} samples with {checkpoint}", flush=True)
+    return answers
+
+
+def rescore(predictions: Path, split: str, recorded: float, decoded: list[str] | None = None) -> dict:
+    """Raw and grounded F1 (overall, precision, recall, per kind of novelty) of one run's saved predictions, and
+    with ``decoded`` (the run's answers from grounded decoding) theirs, plus ``unchanged``: how many of the answers
+    the model wrote freely (already grounded) decoding left as they were, of how many (``freely``)."""
+    rows = read_predictions(predictions)
     raw = [r["prediction"] for r in rows]
     kept = [grounded_triples(p, r["input"]) for p, r in zip(raw, rows)]
     refs = [r["output"] for r in rows]
     out = {}
-    for name, preds in (("raw", raw), ("grounded", kept)):
+    scored = [("raw", raw), ("grounded", kept)]
+    if decoded is not None:
+        scored.append(("decode", [grounded_triples(p, r["input"]) for p, r in zip(decoded, rows)]))
+        free = [i for i, (p, r) in enumerate(zip(raw, rows)) if grounded_end(p, r["input"])]
+        out["checks"] = {"freely": len(free), "unchanged": sum(decoded[i] == raw[i] for i in free)}
+    for name, preds in scored:
         scores = triple_f1(preds, refs)
         by_kind = synth.f1_by_novelty(rows, preds, split)
         out[name] = {"f1": scores.f1, "precision": scores.precision, "recall": scores.recall,
@@ -61,9 +106,19 @@ def summarise(runs: list[dict], keys: tuple[str, ...]) -> list[dict]:
         groups.setdefault(tuple(run[k] for k in keys), []).append(run)
     out = []
     for setting, items in groups.items():
-        figures = {name: {k: stat([r[name][k] for r in items]) for k in items[0][name]} for name in ("raw", "grounded")}
+        figures = {name: {k: stat([r[name][k] for r in items]) for k in items[0][name]}
+                   for name in ("raw", "grounded", "decode") if name in items[0]}
         out.append({**dict(zip(keys, setting)), "seeds": sorted(r["seed"] for r in items), **figures})
     return out
+
+
+DECODE_RULE = ("decoding replaces the filter when its mean validation F1 over the sweep's settings (each the mean of "
+               "its seeds) is higher than the filter's")
+
+
+def check_counts(runs: list[dict]) -> dict:
+    """Over ``runs``: the answers the model wrote grounded, and how many of those decoding left unchanged."""
+    return {k: sum(r["checks"][k] for r in runs) for k in ("freely", "unchanged")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs_dir", required=True, help="the --runs_dir that sweep trained in")
     parser.add_argument("--report", help="a benchmarks/report_chosen.py output (the test split, reported only)")
     parser.add_argument("--report_runs_dir", help="the --runs_dir that report trained in")
+    parser.add_argument("--decode", action="store_true",
+                        help="also generate every run's predictions with grounded decoding (minutes) and score them")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     if (args.report is None) != (args.report_runs_dir is None):
@@ -88,13 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None and (report.get("scored_on") != "spo_test.jsonl" or "runs" not in report):
         raise SystemExit(f"grounded.py: --report {args.report}: not a benchmarks/report_chosen.py output on spo_test.jsonl")
 
+    if args.decode:
+        import torch
+
+        torch.set_num_threads(1)  # as the notebooks predict
+
+    def scores(predictions: Path, split: str, recorded: float) -> dict:
+        rescore(predictions, split, recorded)  # the saved predictions are the run's, before anything generates
+        return rescore(predictions, split, recorded, decode(predictions) if args.decode else None)
+
     valid_runs = []
     for row in sweep["runs"]:
         if row.get("max_steps") is not None:
             continue
         folder = sweep_folder(args.runs_dir, row["mode"], row["epochs"], row["seed"], row["variant"], row["learning_rate"])
         valid_runs.append({"method": row["variant"], "epochs": row["epochs"], "learning_rate": row["learning_rate"],
-                           "seed": row["seed"], **rescore(folder / "predictions.jsonl", "valid", row["f1"])})
+                           "seed": row["seed"], **scores(folder / "predictions.jsonl", "valid", row["f1"])})
     valid = summarise(valid_runs, ("method", "epochs", "learning_rate"))
     gains = {(s["method"], s["epochs"], s["learning_rate"]): s["grounded"]["f1"]["mean"] - s["raw"]["f1"]["mean"] for s in valid}
     chosen = all(g > 0 for g in gains.values())
@@ -105,6 +171,21 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['grounded']['precision']['mean']:.3f}, recall {s['raw']['recall']['mean']:.3f} -> {s['grounded']['recall']['mean']:.3f})")
     print(f"grounding {'raises' if chosen else 'does not raise'} the mean validation F1 of every method at every setting "
           f"(smallest gain {min(gains.values()):+.3f})")
+    decoding = None
+    if args.decode:
+        means = {name: sum(s[name]["f1"]["mean"] for s in valid) / len(valid) for name in ("grounded", "decode")}
+        decoding = {"chosen_on_validation": means["decode"] > means["grounded"], "rule": DECODE_RULE,
+                    "valid_mean_f1": means, "checks": check_counts(valid_runs)}
+        print("validation, grounded by the filter -> by decoding:")
+        for s in valid:
+            print(f"  {s['method']:<11} {s['epochs']} epochs lr {s['learning_rate']:<6g} {s['grounded']['f1']['mean']:.3f} -> "
+                  f"{s['decode']['f1']['mean']:.3f} (precision {s['grounded']['precision']['mean']:.3f} -> "
+                  f"{s['decode']['precision']['mean']:.3f}, recall {s['grounded']['recall']['mean']:.3f} -> "
+                  f"{s['decode']['recall']['mean']:.3f})")
+        print(f"mean over the {len(valid)} settings: filter {means['grounded']:.4f}, decoding {means['decode']:.4f}: "
+              f"{'decoding' if decoding['chosen_on_validation'] else 'the filter'} is chosen; decoding left "
+              f"{decoding['checks']['unchanged']} of the {decoding['checks']['freely']} answers the model wrote "
+              "grounded as they were")
 
     test, test_runs = [], []
     if report is not None:
@@ -112,18 +193,23 @@ def main(argv: list[str] | None = None) -> int:
             folder = report_folder(args.report_runs_dir, row["method"], row["learning_rate"], row["epochs"], row["seed"])
             test_runs.append({"method": row["method"], "setting": row["setting"], "epochs": row["epochs"],
                               "learning_rate": row["learning_rate"], "seed": row["seed"],
-                              **rescore(folder / row["method"] / "predictions.jsonl", "test", row["f1"])})
+                              **scores(folder / row["method"] / "predictions.jsonl", "test", row["f1"])})
         test = summarise(test_runs, ("method", "setting", "epochs", "learning_rate"))
-        print(f"\ntest ({report['scored_on']}, reported only; {len(test_runs)} runs of {Path(args.report).name}): raw -> grounded")
+        names = ("raw", "grounded", "decode") if args.decode else ("raw", "grounded")
+        print(f"\ntest ({report['scored_on']}, reported only; {len(test_runs)} runs of {Path(args.report).name}): "
+              + " -> ".join(names))
         for s in test:
-            print(f"  {s['method']:<11} {s['setting']:<18} {s['epochs']} epochs: F1 {s['raw']['f1']['mean']:.3f} -> "
-                  f"{s['grounded']['f1']['mean']:.3f}; unseen form {s['raw']['form']['mean']:.3f} -> {s['grounded']['form']['mean']:.3f}")
+            print(f"  {s['method']:<11} {s['setting']:<18} {s['epochs']} epochs: F1 "
+                  + " -> ".join(f"{s[n]['f1']['mean']:.3f}" for n in names) + "; unseen form "
+                  + " -> ".join(f"{s[n]['form']['mean']:.3f}" for n in names))
+        if decoding is not None:
+            decoding["test_checks"] = check_counts(test_runs)
     if args.json:
         record = {"command": " ".join(["python benchmarks/grounded.py", *(argv if argv is not None else sys.argv[1:])]),
                   "sweep": Path(args.sweep).name, "report": Path(args.report).name if args.report else None,
                   "machine": sweep.get("machine"), "chosen_on_validation": chosen,
                   "rule": "grounding is chosen when it raises the mean validation F1 of every method at every setting swept",
-                  "valid": valid, "test": test, "valid_runs": valid_runs, "test_runs": test_runs}
+                  **({"decoding": decoding} if decoding is not None else {}), "valid": valid, "test": test, "valid_runs": valid_runs, "test_runs": test_runs}
         Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print("wrote", args.json)
     return 0

@@ -56,7 +56,7 @@ def grounded_triples(prediction: str, text: str) -> str:
     spans of its record (6,701 of 6,701), and so they are in :mod:`glmlab.synth`'s (``tests/test_metrics.py``).
     A predicted triple naming a word the record does not hold (a small model's "鼓包" for a record that says "异响")
     cannot be right, so dropping it never costs recall where the references are spans, and raises precision.
-    ``python -m glmlab.predict --grounded`` writes these; the model's own text stays beside them.
+    ``python -m glmlab.predict --grounded filter`` writes these; the model's own text stays beside them.
     """
     return "\n".join(t for t in parse_triples(prediction) if _in_text(t, text))
 
@@ -64,6 +64,28 @@ def grounded_triples(prediction: str, text: str) -> str:
 def _in_text(triple: str, text: str) -> bool:
     head, _, tail = triple.split("_")
     return bool(head) and bool(tail) and head in text and tail in text
+
+
+def grounded_prefix(answer: str, text: str) -> bool:
+    """Whether ``answer`` can still grow into triples grounded in ``text``: every finished line is a triple whose head
+    and tail occur in ``text`` (what :func:`grounded_triples` keeps), and the open last line is the start of one (its
+    head so far, and its tail so far, are spans of ``text``; its relation is free, as the filter's is). What
+    ``python -m glmlab.predict --grounded decode`` lets the model write (:class:`glmlab.generation.GroundedDecoding`)."""
+    *finished, open_line = answer.split("\n")
+    if not all(len(line.split("_")) == 3 and _in_text(line, text) for line in finished):
+        return False
+    parts = open_line.split("_")
+    if len(parts) > 3 or parts[0] not in text or (len(parts) > 1 and not parts[0]):
+        return False
+    return len(parts) < 3 or parts[2] in text
+
+
+def grounded_end(answer: str, text: str) -> bool:
+    """Whether a grounded answer may end here: :func:`grounded_prefix` holds and its last line is empty (no triple, or
+    a line break after the last one) or a whole grounded triple."""
+    open_line = answer.split("\n")[-1]
+    return grounded_prefix(answer, text) and (not open_line or (len(open_line.split("_")) == 3
+                                                                 and _in_text(open_line, text)))
 
 
 def reference_triples(text: str) -> list[str]:

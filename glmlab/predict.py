@@ -98,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="auto", choices=["auto", "f1", "rouge", "none"],
                    help="score to print (auto: chosen by the references)")
     p.add_argument("--limit", type=int, help="predict only the first N samples")
-    p.add_argument("--grounded", action="store_true",
-                   help="triple extraction: keep only the predicted triples whose head and tail occur in the sample's "
-                        "input (an extracted entity is a span of its record); the model's own text is kept as "
-                        "raw_prediction, and the score is the kept triples'")
+    p.add_argument("--grounded", nargs="?", const="decode", choices=["decode", "filter"],
+                   help="triple extraction: write only triples whose head and tail occur in the sample's input (an "
+                        "extracted entity is a span of its record). decode (the default, chosen on validation: "
+                        "benchmarks/grounded.py --decode): greedy search that lets the model write only such triples, "
+                        "each word it would write that the record does not hold replaced by its best choice among "
+                        "what the record says; filter: generate freely, then drop the other triples. The generated "
+                        "text is kept as raw_prediction, and the score is the kept triples'")
     p.add_argument("--chat", action="store_true", help="interactive chat on stdin instead of a test file")
     p.add_argument("--system", help="--chat, ChatGLM3: the system prompt that opens the conversation")
     p.add_argument("--tools", help="--chat, ChatGLM3: JSON file with a list of tool definitions the model may call")
@@ -208,6 +211,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, C
     if args.grounded and (args.chat or not looks_like_triples([reference_of(s) for s in args.samples])):
         raise UsageError("--grounded keeps triples found in the input: it needs a --test_path of triple extraction "
                          f"(references of head_relation_tail lines){'' if args.chat else f'; {args.test_path} is not one'}")
+    if args.grounded == "decode" and args.do_sample:
+        raise UsageError("--grounded decode is greedy search: it cannot be combined with --do_sample "
+                         "(use --grounded filter to ground sampled answers)")
     return args, info
 
 
@@ -253,6 +259,7 @@ def predict_samples(
     max_src_len: int,
     batch_size: int = 8,
     progress: TextIO | None = None,
+    grounded_decoding: bool = False,
     **gen_kwargs,
 ) -> list[str]:
     """Generate a prediction for every sample, ``batch_size`` prompts at a time; returned in file order.
@@ -260,18 +267,25 @@ def predict_samples(
     Greedy search (the default) goes through :func:`glmlab.generation.generate_ids_pruned`: batches of
     prompts of similar length, each row dropped from its batch when its answer ends. Sampling keeps
     :func:`glmlab.generation.generate_batch` in file order (its random draws depend on the batch).
+    ``grounded_decoding`` (greedy only) lets each answer name only what its record (:func:`record_of`) says:
+    :class:`glmlab.generation.GroundedDecoding`.
     """
     from glmlab.data import encode_prompt
     from glmlab.generation import decode_answers, generate_ids_pruned
 
     prompts = [encode_prompt(s, tokenizer, mode, max_src_len) for s in samples]
     predictions: list[str] = []
-    if not gen_kwargs.get("do_sample", DEFAULT_DO_SAMPLE) and set(gen_kwargs) <= {"do_sample", "max_new_tokens",
-                                                                                   "top_p", "temperature"}:
+    greedy = not gen_kwargs.get("do_sample", DEFAULT_DO_SAMPLE) and set(gen_kwargs) <= {"do_sample", "max_new_tokens",
+                                                                                         "top_p", "temperature"}
+    if grounded_decoding and not greedy:
+        raise ValueError("grounded decoding is greedy search: it takes no sampling or other generate arguments")
+    if greedy:
         if progress is not None:
-            print(f"{PROG}: {len(prompts)} samples, greedy, batches of {batch_size}", file=progress, flush=True)
+            how = "greedy, grounded in each record" if grounded_decoding else "greedy"
+            print(f"{PROG}: {len(prompts)} samples, {how}, batches of {batch_size}", file=progress, flush=True)
         new_ids = generate_ids_pruned(model, tokenizer, prompts, mode, gen_kwargs.get("max_new_tokens", 256),
-                                      batch_size=batch_size)
+                                      batch_size=batch_size,
+                                      grounded_in=[record_of(s) for s in samples] if grounded_decoding else None)
         return decode_answers(tokenizer, new_ids, mode)
     for start in range(0, len(prompts), batch_size):
         predictions += generate_batch(model, tokenizer, prompts[start : start + batch_size], mode, **gen_kwargs)
@@ -404,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     predictions = predict_samples(
-        model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr, **gen
+        model, tokenizer, mode, args.samples, args.max_src_len, args.batch_size, progress=sys.stderr,
+        grounded_decoding=args.grounded == "decode", **gen
     )
     raw = predictions
     if args.grounded:

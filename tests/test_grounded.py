@@ -65,3 +65,43 @@ def test_bad_input_is_one_line(tmp_path):
     sweep.write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(SystemExit, match=r"its raw F1 1.000000 is not the 0.500000 its file recorded"):
         grounded.main(["--sweep", str(sweep), "--runs_dir", str(tmp_path / "runs")])
+
+
+def test_decode_scores_grounded_decoding_and_applies_the_rule(tmp_path, monkeypatch, capsys):
+    """--decode: each run's answers from grounded decoding (here given, not generated) scored beside the filter's; the
+    rule fixed beforehand (the better mean over settings) chooses; answers the model wrote grounded must come out
+    unchanged, and are counted."""
+    sweep = _sweep(tmp_path, ["压缩机_部件故障_鼓包", "压缩机_部件故障_异响"])
+    decoded = {1: "压缩机_部件故障_异响", 2: "压缩机_部件故障_异响"}  # seed 1's 鼓包 replaced by the record's word
+    monkeypatch.setattr(grounded, "decode", lambda predictions: [decoded[int(predictions.parent.parent.name[-1])]])
+    out = tmp_path / "grounded.json"
+    assert grounded.main(["--sweep", str(sweep), "--runs_dir", str(tmp_path / "runs"), "--decode", "--json", str(out)]) == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    (row,) = record["valid"]
+    assert row["grounded"]["f1"]["mean"] == 0.5 and row["decode"]["f1"]["mean"] == 1.0  # the filter loses seed 1's triple
+    assert row["decode"]["recall"]["mean"] == 1.0 > row["grounded"]["recall"]["mean"]
+    assert record["decoding"]["chosen_on_validation"] is True
+    assert record["decoding"]["checks"] == {"freely": 1, "unchanged": 1}  # seed 2 wrote a grounded answer itself
+    assert "mean over the 1 settings: filter 0.5000, decoding 1.0000: decoding is chosen" in capsys.readouterr().out
+    decoded[2] = "压缩机_部件故障_压缩机"  # a decoder that changed an answer the model wrote grounded: counted, and worse
+    assert grounded.main(["--sweep", str(sweep), "--runs_dir", str(tmp_path / "runs"), "--decode", "--json", str(out)]) == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["decoding"]["checks"] == {"freely": 1, "unchanged": 0}
+    assert record["decoding"]["chosen_on_validation"] is False  # 0.5 against 0.5: not better
+
+
+def test_decode_reuses_the_answers_it_wrote_for_the_same_samples(tmp_path, monkeypatch):
+    from glmlab.notebooks import experiment
+
+    predictions = tmp_path / "run" / "predictions.jsonl"
+    predictions.parent.mkdir()
+    predictions.write_text(json.dumps({**RECORD, "prediction": "压缩机_部件故障_鼓包"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (predictions.parent / "predictions_decode.jsonl").write_text(
+        json.dumps({**RECORD, "prediction": "压缩机_部件故障_异响"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    monkeypatch.setattr(experiment, "load", lambda *a: pytest.fail("loaded a model"))
+    assert grounded.decode(predictions) == ["压缩机_部件故障_异响"]
+    # answers written for other samples are not reused: the run's checkpoint is asked for (and here there is none)
+    (predictions.parent / "predictions_decode.jsonl").write_text(
+        json.dumps({**RECORD, "input": "别的记录", "prediction": "x"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(Exception, match="checkpoint"):
+        grounded.decode(predictions)

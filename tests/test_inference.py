@@ -326,7 +326,7 @@ def test_predict_grounded_writes_the_kept_triples_beside_the_models_text(bases, 
     monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: list(raw))
     out = tmp_path / "o.jsonl"
     argv = ["--checkpoint", str(tmp_path / "ckpt"), "--test_path", str(_test_file(tmp_path)), "--output_path", str(out)]
-    assert predict.main([*argv, "--grounded"]) == 0
+    assert predict.main([*argv, "--grounded", "filter"]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["raw_prediction"] for r in rows] == raw
     assert [r["prediction"] for r in rows] == ["制动_性能故障_距离过长", "冷却风扇_性能故障_转速过低", "发动机_部件故障_异响"]
@@ -345,6 +345,28 @@ def test_predict_grounded_writes_the_kept_triples_beside_the_models_text(bases, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--grounded keeps triples found in the input: it needs a --test_path of triple extraction" in err[0]
     assert f"{d2q} is not one" in err[0] and not (tmp_path / "d.jsonl").exists()
+
+
+def test_predict_grounded_decode_asks_for_grounded_decoding(bases, tmp_path, monkeypatch, capsys):
+    from glmlab import predict
+
+    make_checkpoint("lora", "glm", bases["glm"], tmp_path / "ckpt")
+    real_predict_samples, asked = predict.predict_samples, []
+    monkeypatch.setattr(predict, "load_for_inference", lambda *a, **k: (None, None, "glm"))
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: asked.append(k) or ["制动_性能故障_距离过长"] * 3)
+    out = tmp_path / "o.jsonl"
+    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--test_path", str(_test_file(tmp_path)), "--output_path", str(out)]
+    for flags, decoding in ((["--grounded", "decode"], True), (["--grounded", "filter"], False), (["--grounded"], True)):
+        assert predict.main([*argv, *flags]) == 0
+        assert asked.pop()["grounded_decoding"] is decoding
+        assert "raw_prediction" in json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    capsys.readouterr()
+    monkeypatch.setattr(predict, "load_for_inference", lambda *a, **k: pytest.fail("loaded a model"))
+    assert predict.main([*argv, "--grounded", "decode", "--do_sample"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--grounded decode is greedy search: it cannot be combined with --do_sample" in err[0]
+    with pytest.raises(ValueError, match="grounded decoding is greedy search"):
+        real_predict_samples(None, None, "glm", [], 96, grounded_decoding=True, do_sample=True)
 
 
 def test_the_record_grounding_reads_is_the_input_or_the_last_user_message():

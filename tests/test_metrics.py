@@ -12,6 +12,8 @@ from glmlab.metrics import (
     forgetting,
     generation_score,
     generation_scores,
+    grounded_end,
+    grounded_prefix,
     grounded_triples,
     looks_like_triples,
     parse_triples,
@@ -75,6 +77,25 @@ def test_grounded_triples_keep_what_the_record_holds():
     assert grounded_triples("", record) == ""
     scores = triple_f1([prediction, grounded_triples(prediction, record)], ["发电机_部件故障_异响\n怠速_性能故障_过低"] * 2)
     assert scores.recall == 1.0 and scores.precision == pytest.approx(4 / 7)  # right: 2 of the 5 raw triples, then 2 of 2
+
+
+def test_grounded_prefix_is_what_can_still_become_grounded_triples():
+    record = "检修时发现压缩机异响，随后发现怠速过低。"
+    # the open line: its head and tail so far are spans of the record; the relation is free, as the filter's is
+    for answer in ("", "压缩", "压缩机", "压缩机_", "压缩机_部件", "压缩机_部件故障_", "压缩机_部件故障_异",
+                   "压缩机_部件故障_异响\n", "压缩机_部件故障_异响\n怠速_性能故障_过低", "压缩机_随便_异响"):
+        assert grounded_prefix(answer, record), answer
+    for answer in ("鼓", "压缩机_部件故障_鼓", "压缩机_部件故障_异响_", "_部件故障", "压缩机_部件故障_鼓包\n怠速",
+                   "压缩机_部件故障_异响\n\n", "压缩机_部件故障\n"):
+        assert not grounded_prefix(answer, record), answer
+    # it may end with no triple, after a line break, or after a whole grounded triple; not inside one
+    assert grounded_end("", record) and grounded_end("压缩机_部件故障_异响", record)
+    assert grounded_end("压缩机_部件故障_异响\n", record)
+    for answer in ("压缩机", "压缩机_部件故障", "压缩机_部件故障_", "压缩机_部件故障_鼓包"):
+        assert not grounded_end(answer, record), answer
+    # an answer that may end is one the filter keeps whole
+    for answer in ("压缩机_部件故障_异响", "压缩机_部件故障_异响\n怠速_性能故障_过低"):
+        assert grounded_triples(answer, record) == answer
 
 
 def test_every_reference_triple_of_the_synth_data_is_grounded():

@@ -197,6 +197,68 @@ def test_grounded_table_is_the_committed_rescoring():
     assert f"grounded in the record, {lora['grounded']['form']['mean']:.3f} ± {lora['grounded']['form']['std']:.3f} on the first" in flat
 
 
+def test_grounded_decoding_table_is_the_committed_run():
+    """grounded.py --decode: the rule fixed beforehand applied to the file; decoding changed no answer the model wrote
+    grounded; every cell of the filter-against-decoding table, and each figure the text quotes, is the file's."""
+    from glmlab.notebooks import experiment
+
+    ground = json.loads((REPO / "benchmarks" / "results" / "grounded.json").read_text(encoding="utf-8"))
+    decoding = ground["decoding"]
+    assert "--decode" in ground["command"] and decoding["rule"].startswith("decoding replaces the filter when its mean")
+    means = {name: sum(s[name]["f1"]["mean"] for s in ground["valid"]) / len(ground["valid"]) for name in ("grounded", "decode")}
+    assert len(ground["valid"]) == 16 and decoding["valid_mean_f1"] == pytest.approx(means, abs=1e-12)
+    assert decoding["chosen_on_validation"] is (means["decode"] > means["grounded"])
+    for checks in (decoding["checks"], decoding["test_checks"]):
+        assert checks["unchanged"] == checks["freely"] > 1000
+    runs = ground["valid_runs"] + ground["test_runs"]
+    assert all("decode" in run for run in runs)
+    text = README.read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    # the product follows the rule: a bare --grounded is what validation chose
+    from glmlab.predict import build_parser
+
+    bare = build_parser().parse_args(["--grounded"]).grounded
+    assert bare == ("decode" if decoding["chosen_on_validation"] else "filter")
+    assert (f"**The rule chose decoding, by {means['decode'] - means['grounded']:.3f}** (mean {means['decode']:.3f} "
+            f"against {means['grounded']:.3f}), so `--grounded` alone decodes.") in flat
+    rates = {label: experiment.default_learning_rate(flags) for label, flags in experiment.study_methods(4).items()}
+    rows = table_after(text, "| method | valid, filter | valid, decoding | test, filter | test, decoding |")
+    assert len(rows) == 5
+    picked = {}
+    for method, vf, vd, tf, td, ff, fd, precision, recall in rows:
+        label = SWEEP_LABELS[method]
+        valid = next(s for s in ground["valid"] if (s["method"], s["epochs"], s["learning_rate"]) == (label, 3, rates[label]))
+        test = next(s for s in ground["test"] if s["method"] == label and "notebooks" in s["setting"])
+        picked[label] = valid, test
+        for cell, figure in ((vf, valid["grounded"]["f1"]), (vd, valid["decode"]["f1"]), (tf, test["grounded"]["f1"]),
+                             (td, test["decode"]["f1"]), (ff, test["grounded"]["form"]), (fd, test["decode"]["form"])):
+            assert close_stat(cell, figure["mean"], figure["std"]), (method, cell)
+        for cell, key in ((precision, "precision"), (recall, "recall")):
+            before, after = cell.split("→")
+            assert close(before, test["grounded"][key]["mean"]) and close(after, test["decode"][key]["mean"]), (method, cell)
+        assert test["decode"]["precision"]["mean"] < test["grounded"]["precision"]["mean"]  # "precision falls in every method"
+    lora_test = picked["lora"][1]
+    assert (f"LoRA's test recall {lora_test['grounded']['recall']['mean']:.3f} → {lora_test['decode']['recall']['mean']:.3f}"
+            in flat)
+    rises = sum(run["decode"]["recall"] > run["grounded"]["recall"] for run in runs)
+    assert f"recall rises in {rises} of the {len(runs)} runs" in flat
+    gain = {label: v["decode"]["f1"]["mean"] - v["grounded"]["f1"]["mean"] for label, (v, _) in picked.items()}
+    assert f"raises both prefixes ({gain['projection']:+.3f}, {gain['embedding']:+.3f}) and Freeze" in flat and gain["freeze"] > 0
+    assert f"(at the notebooks' settings {gain['lora']:.3f} and {gain['zero3']:.3f})" in flat
+    strong = [s["decode"]["f1"]["mean"] - s["grounded"]["f1"]["mean"] for s in ground["valid"] if s["method"] in ("lora", "zero3")]
+    assert f"at {sum(g < 0 for g in strong)} of their {len(strong)} settings" in flat
+    for label in ("lora", "zero3"):  # the rule on each one's own settings chooses the filter
+        own = [s for s in ground["valid"] if s["method"] == label]
+        assert sum(s["decode"]["f1"]["mean"] for s in own) < sum(s["grounded"]["f1"]["mean"] for s in own)
+    word = picked["lora"][1]
+    assert (f"LoRA scores {word['decode']['word']['mean']:.3f} ± {word['decode']['word']['std']:.3f} there against "
+            f"{word['grounded']['word']['mean']:.3f} ± {word['grounded']['word']['std']:.3f} with the filter") in flat
+    assert (f"decoding left every one of the {decoding['checks']['freely']:,} validation answers and "
+            f"{decoding['test_checks']['freely']:,} test answers") in flat
+    root = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "By default (`--grounded decode`, chosen on validation)" in root and decoding["chosen_on_validation"]
+
+
 def test_the_notebooks_run_what_the_sweep_chose():
     """Each method's default rate (experiment.LEARNING_RATES) and the step budget are the committed sweep's choice."""
     from glmlab.notebooks import experiment, quickstart  # quickstart: 04's settings (tests/test_published.py)

@@ -220,12 +220,13 @@ def load(checkpoint: str | Path):
 
 
 def evaluate(model, tokenizer, mode: str, samples: list[dict], max_src_len: int, max_new_tokens: int,
-             batch_size: int = 8) -> tuple[list[str], dict]:
-    """Greedy predictions for ``samples`` and their score (``glmlab.predict.score``)."""
+             batch_size: int = 8, grounded_decoding: bool = False) -> tuple[list[str], dict]:
+    """Greedy predictions for ``samples`` and their score (``glmlab.predict.score``); ``grounded_decoding``: answers
+    that name only what each record says (``python -m glmlab.predict --grounded decode``)."""
     from glmlab.predict import predict_samples, score
 
     predictions = predict_samples(model, tokenizer, mode, samples, max_src_len, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens)
+                                  max_new_tokens=max_new_tokens, grounded_decoding=grounded_decoding)
     return predictions, score(samples, predictions) or {}
 
 
