@@ -48,17 +48,14 @@ def records(seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> 
     """The wide split: test-split recipe, validation's pairs, this file's forms and openings; ``kinds`` per record."""
     train_pairs, _, train_perf, _ = synth.spo_split(seed)
     extra_pairs, extra_perf = synth.valid_pairs()
-    new_pairs = synth._new_pairs("valid", seed)
     rng = random.Random(seed + 11)
     out, seen = [], set(exclude)
     while len(out) < synth.Sizes().n_spo_test:  # the test split's size
         openings = OPENINGS if rng.random() < synth.TEST_OPENING_SHARE else synth.OPENINGS
         record = synth._spo_record(rng, train_pairs + extra_pairs, train_perf + extra_perf, held_template=synth.TEST_FORM_SHARE,
                                    held_form=rng.choice(FORMS), openings=openings)
-        kinds = [kind for kind, holds in (
-            ("pair", any(t in new_pairs for t in record["output"].split("\n") if t)),
-            ("form", any(synth._form_marker(f) in record["input"] for f in FORMS)),
-            ("opening", record["input"].startswith(OPENINGS))) if holds]
+        held = synth.novelty(record, "valid", seed, forms=FORMS, openings=OPENINGS)
+        kinds = [kind for kind in ("pair", "form", "opening") if kind in held]
         if kinds and record["input"] not in seen:
             seen.add(record["input"])
             out.append({**record, "kinds": kinds})

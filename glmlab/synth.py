@@ -441,13 +441,16 @@ def _untrained_words(seed: int) -> frozenset[str]:
     return frozenset({w for _, w in test_pairs + test_perf + extra_pairs + extra_perf} - trained)
 
 
-def novelty(record: dict, split: str = "test", seed: int = 0) -> set[str]:
+def novelty(record: dict, split: str = "test", seed: int = 0, forms: tuple[str, ...] | None = None,
+            openings: tuple[str, ...] | None = None) -> set[str]:
     """The kinds of novelty a ``split`` ('test' or 'valid') record holds, a subset of :data:`NOVELTY_KINDS`:
     ``pair``: it states a pair only that split states; ``word``: one of those pairs' fault or problem word is
     in no training pair (the model must copy a word it never wrote; a fifth of the world's pairs are the test
     split's, drawn at random, and ten of their words belong to no other pair); ``form``: it says a part fault
-    in a form only that split uses; ``opening``: it opens with an opening only that split uses."""
-    forms, openings = (TEST_TEMPLATES, TEST_OPENINGS) if split == "test" else (VALID_TEMPLATES, VALID_OPENINGS)
+    in a form only that split uses; ``opening``: it opens with an opening only that split uses. ``forms`` and
+    ``openings`` replace the split's own (a split built with others: ``benchmarks/wide_valid.py``)."""
+    own_forms, own_openings = (TEST_TEMPLATES, TEST_OPENINGS) if split == "test" else (VALID_TEMPLATES, VALID_OPENINGS)
+    forms, openings = forms or own_forms, openings or own_openings
     kinds = set()
     new = set(record["output"].split("\n")) & _new_pairs(split, seed)
     if new:
