@@ -145,6 +145,23 @@ def test_training_notebook_learns_the_task(trained, name):
         assert Path(run["merged_dir"], "config.json").is_file()
         assert run["merged_identical"] >= 0.9  # greedy text from the merged model matches the adapter's
         check_quickstart(summary)  # 04's default LoRA run is the quickstart's: its F1 holds the quickstart's floor
+        check_grounding(run)
+
+
+def check_grounding(run: dict) -> None:
+    """04's grounding section: the filter's recall is the model's and its precision no lower; the model's score is the
+    run's; every example's filter is the model's grounded triples, and its decoding is grounded too."""
+    from glmlab.metrics import grounded_triples
+
+    grounding = run["grounding"]
+    model, kept, decoded = (grounding["scores"][k] for k in ("model", "filter", "decode"))
+    assert model["f1"] == pytest.approx(run["f1"], abs=1e-12) and grounding["answers"] == TEST_RECORDS
+    assert kept["recall"] == model["recall"] and kept["precision"] >= model["precision"] and kept["f1"] >= model["f1"]
+    assert 0 < grounding["decoded"] < TEST_RECORDS and 0 <= decoded["f1"] <= 1
+    assert 0 < len(grounding["examples"]) <= 4
+    for example in grounding["examples"]:
+        assert example["filter"] == grounded_triples(example["model"], example["input"]) != example["model"]
+        assert grounded_triples(example["decoding"], example["input"]) == example["decoding"]
 
 
 def test_trainable_counts_order(trained):
