@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,15 +51,15 @@ def read_predictions(predictions: Path) -> list[dict]:
     return [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
 
 
-def decode(predictions: Path) -> list[str]:
-    """The answers of grounded decoding for the samples of a run's ``predictions`` file, from the run's last
-    checkpoint (its folder): read from ``predictions_decode.jsonl`` there when an earlier call wrote it for the same
-    samples, else generated and written there."""
+def decode(predictions: Path, rows: list[dict]) -> list[str]:
+    """The answers of grounded decoding for the samples of a run's ``predictions`` file (its ``rows``), from the run's
+    last checkpoint (its folder): read from ``predictions_decode.jsonl`` there when an earlier call wrote it for the
+    same samples, else generated and written there."""
     from glmlab.checkpoint import latest_checkpoint
     from glmlab.json_files import write_jsonl
     from glmlab.notebooks import experiment
 
-    samples = [{k: v for k, v in r.items() if k != "prediction"} for r in read_predictions(predictions)]
+    samples = [{k: v for k, v in r.items() if k != "prediction"} for r in rows]
     out = predictions.with_name("predictions_decode.jsonl")
     if out.is_file():
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -74,17 +75,24 @@ def decode(predictions: Path) -> list[str]:
     return answers
 
 
-def rescore(predictions: Path, split: str, recorded: float, decoded: list[str] | None = None) -> dict:
-    """Raw and grounded F1 (overall, precision, recall, per kind of novelty) of one run's saved predictions, and
-    with ``decoded`` (the run's answers from grounded decoding) theirs, plus ``unchanged``: how many of the answers
-    the model wrote freely (already grounded) decoding left as they were, of how many (``freely``)."""
+def rescore(predictions: Path, split: str, recorded: float,
+            decoder: Callable[[Path, list[dict]], list[str]] | None = None) -> dict:
+    """Raw and grounded F1 (overall, precision, recall, per kind of novelty) of one run's saved predictions, and with
+    ``decoder`` (:func:`decode`, called once the saved predictions are known to be the run's) those of grounded
+    decoding, plus ``checks``: how many of the answers the model wrote grounded (``freely``) decoding left as they
+    were (``unchanged``)."""
     rows = read_predictions(predictions)
     raw = [r["prediction"] for r in rows]
-    kept = [grounded_triples(p, r["input"]) for p, r in zip(raw, rows)]
     refs = [r["output"] for r in rows]
+    raw_f1 = triple_f1(raw, refs).f1
+    if abs(raw_f1 - recorded) > 1e-9:
+        raise SystemExit(f"grounded.py: {predictions}: its raw F1 {raw_f1:.6f} is not the {recorded:.6f} its file "
+                         "recorded: predictions of another run")
+    kept = [grounded_triples(p, r["input"]) for p, r in zip(raw, rows)]
     out = {}
     scored = [("raw", raw), ("grounded", kept)]
-    if decoded is not None:
+    if decoder is not None:
+        decoded = decoder(predictions, rows)
         scored.append(("decode", [grounded_triples(p, r["input"]) for p, r in zip(decoded, rows)]))
         free = [i for i, (p, r) in enumerate(zip(raw, rows)) if grounded_end(p, r["input"])]
         out["checks"] = {"freely": len(free), "unchanged": sum(decoded[i] == raw[i] for i in free)}
@@ -93,9 +101,6 @@ def rescore(predictions: Path, split: str, recorded: float, decoded: list[str] |
         by_kind = synth.f1_by_novelty(rows, preds, split)
         out[name] = {"f1": scores.f1, "precision": scores.precision, "recall": scores.recall,
                      **{k: by_kind[k]["f1"] for k in KINDS if k in by_kind}}
-    if abs(out["raw"]["f1"] - recorded) > 1e-9:
-        raise SystemExit(f"grounded.py: {predictions}: its raw F1 {out['raw']['f1']:.6f} is not the {recorded:.6f} its "
-                         "file recorded: predictions of another run")
     return out
 
 
@@ -151,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # as the notebooks predict
 
     def scores(predictions: Path, split: str, recorded: float) -> dict:
-        rescore(predictions, split, recorded)  # the saved predictions are the run's, before anything generates
-        return rescore(predictions, split, recorded, decode(predictions) if args.decode else None)
+        return rescore(predictions, split, recorded, decode if args.decode else None)
 
     valid_runs = []
     for row in sweep["runs"]:

@@ -73,7 +73,7 @@ def test_decode_scores_grounded_decoding_and_applies_the_rule(tmp_path, monkeypa
     unchanged, and are counted."""
     sweep = _sweep(tmp_path, ["压缩机_部件故障_鼓包", "压缩机_部件故障_异响"])
     decoded = {1: "压缩机_部件故障_异响", 2: "压缩机_部件故障_异响"}  # seed 1's 鼓包 replaced by the record's word
-    monkeypatch.setattr(grounded, "decode", lambda predictions: [decoded[int(predictions.parent.parent.name[-1])]])
+    monkeypatch.setattr(grounded, "decode", lambda predictions, rows: [decoded[int(predictions.parent.parent.name[-1])]])
     out = tmp_path / "grounded.json"
     assert grounded.main(["--sweep", str(sweep), "--runs_dir", str(tmp_path / "runs"), "--decode", "--json", str(out)]) == 0
     record = json.loads(out.read_text(encoding="utf-8"))
@@ -88,6 +88,13 @@ def test_decode_scores_grounded_decoding_and_applies_the_rule(tmp_path, monkeypa
     record = json.loads(out.read_text(encoding="utf-8"))
     assert record["decoding"]["checks"] == {"freely": 1, "unchanged": 0}
     assert record["decoding"]["chosen_on_validation"] is False  # 0.5 against 0.5: not better
+    # a run whose saved predictions are another run's is refused before anything is generated for it
+    record = json.loads(sweep.read_text(encoding="utf-8"))
+    record["runs"][0]["f1"] = 0.5
+    sweep.write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.setattr(grounded, "decode", lambda *a: pytest.fail("generated for a refused run"))
+    with pytest.raises(SystemExit, match=r"its raw F1 0.000000 is not the 0.500000 its file recorded"):
+        grounded.main(["--sweep", str(sweep), "--runs_dir", str(tmp_path / "runs"), "--decode"])
 
 
 def test_decode_reuses_the_answers_it_wrote_for_the_same_samples(tmp_path, monkeypatch):
@@ -99,9 +106,10 @@ def test_decode_reuses_the_answers_it_wrote_for_the_same_samples(tmp_path, monke
     (predictions.parent / "predictions_decode.jsonl").write_text(
         json.dumps({**RECORD, "prediction": "压缩机_部件故障_异响"}, ensure_ascii=False) + "\n", encoding="utf-8")
     monkeypatch.setattr(experiment, "load", lambda *a: pytest.fail("loaded a model"))
-    assert grounded.decode(predictions) == ["压缩机_部件故障_异响"]
+    rows = [json.loads(predictions.read_text(encoding="utf-8"))]
+    assert grounded.decode(predictions, rows) == ["压缩机_部件故障_异响"]
     # answers written for other samples are not reused: the run's checkpoint is asked for (and here there is none)
     (predictions.parent / "predictions_decode.jsonl").write_text(
         json.dumps({**RECORD, "input": "别的记录", "prediction": "x"}, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(Exception, match="checkpoint"):
-        grounded.decode(predictions)
+        grounded.decode(predictions, rows)
