@@ -39,6 +39,7 @@ import torch
 from glmlab.constants import PRECISION_ALIASES, PRECISIONS
 from glmlab.checkpoint import checkpoint_mode, describe_checkpoint
 from glmlab.loading import CheckpointError, parse_dtype
+from glmlab.parsers import OneLineParser
 
 PROG = "glmlab.merge_lora"
 PROVENANCE_FILE = "glmlab_merge.json"
@@ -151,7 +152,7 @@ def merge_lora(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
     p.add_argument("--base", help="base model folder (default: the base_model in the adapter's glmlab_checkpoint.json)")
     p.add_argument("--adapter", required=True, help="LoRA checkpoint folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--output_dir", required=True, help="new folder for the merged model")

@@ -47,6 +47,7 @@ from glmlab.inference import load_for_inference
 from glmlab.loading import CheckpointError
 from glmlab.json_files import write_jsonl
 from glmlab.metrics import generation_scores, grounded_triples, looks_like_triples, triple_f1
+from glmlab.parsers import OneLineParser
 
 __all__ = [
     "build_parser",
@@ -73,7 +74,7 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags (names as in the original ChatGLM fine-tuning scripts where they exist)."""
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
     p.add_argument("--model_name_or_path", help="base model folder (default: the base recorded in the checkpoint)")
     p.add_argument("--checkpoint", help="training output: all/freeze/lora/ptuning checkpoint folder (or a model folder)")
     p.add_argument("--test_path", help="JSON-lines test file (instruction/input/output samples or glm3 conversations)")

@@ -367,6 +367,12 @@ def test_predict_grounded_decode_asks_for_grounded_decoding(bases, tmp_path, mon
     assert len(err) == 1 and "--grounded decode is greedy search: it cannot be combined with --do_sample" in err[0]
     with pytest.raises(ValueError, match="grounded decoding is greedy search"):
         real_predict_samples(None, None, "glm", [], 96, grounded_decoding=True, do_sample=True)
+    # a value argparse refuses: one line (glmlab.parsers.OneLineParser), no usage block, before any model loads
+    with pytest.raises(SystemExit) as exit_:
+        predict.main([*argv, "--grounded", "bogus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert "python -m glmlab.predict: error: argument --grounded: invalid choice: 'bogus'" in err[0]
 
 
 def test_the_record_grounding_reads_is_the_input_or_the_last_user_message():

@@ -116,3 +116,12 @@ def test_rejects_non_lora_and_missing_base(tmp_path, capsys):
     assert "folder not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="inside the adapter"):
         check_output_dir(adapter / ".", adapter, base)
+
+
+def test_a_flag_argparse_refuses_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--adapter", str(tmp_path), "--output_dir", str(tmp_path / "o"), "--dtype", "bogus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert "python -m glmlab.merge_lora: error: argument --dtype: invalid choice: 'bogus'" in err[0]
+    assert not (tmp_path / "o").exists()
