@@ -495,8 +495,8 @@ def grounding(row: dict, setup: Setup, n: int = 4) -> dict:
     was (all 6,231 such answers of ``benchmarks/results/grounded.json``), so only the others are generated again.
 
     Returns ``scores`` (``model``, ``filter``, ``decode``: triple F1 with precision and recall), ``answers``,
-    ``decoded`` (how many of them were generated again) and ``examples``: the first ``n`` records where the model named a word the record
-    does not hold, with the reference and what each way wrote.
+    ``decoded`` (how many of them were generated again) and ``examples``: the first ``n`` records where the model
+    named a word the record does not hold, with the reference and what each way wrote.
     """
     from glmlab.metrics import grounded_end, grounded_triples, triple_f1
     from glmlab.predict import record_of
@@ -515,8 +515,8 @@ def grounding(row: dict, setup: Setup, n: int = 4) -> dict:
         for i, answer in zip(again, answers):
             decoded[i] = grounded_triples(answer, records[i])
     references = [s["output"] for s in samples]
-    scores = {name: triple_f1(answers, references).as_dict()
-              for name, answers in (("model", model_text), ("filter", kept), ("decode", decoded))}
+    scores = {name: triple_f1(written, references).as_dict()
+              for name, written in (("model", model_text), ("filter", kept), ("decode", decoded))}
     shown = [i for i in again if kept[i] != model_text[i]][:n]
     examples = [{"input": records[i], "reference": references[i], "model": model_text[i], "filter": kept[i],
                  "decoding": decoded[i]} for i in shown]
