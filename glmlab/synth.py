@@ -399,11 +399,16 @@ def spo_data(n_train: int = 2000, n_test: int = 250, seed: int = 0) -> tuple[lis
 
 
 def spo_train_records(n_train: int = 2000, seed: int = 0, *, extra_pairs: list[tuple[str, str]] | tuple = (),
-                      part_templates: tuple[str, ...] = PART_TEMPLATES) -> list[dict]:
+                      part_templates: tuple[str, ...] = PART_TEMPLATES,
+                      held_words: frozenset[str] | set[str] = frozenset()) -> list[dict]:
     """The training records of :func:`spo_data` (its ``train``, with the defaults). ``extra_pairs`` (part,
     fault) pairs joined to the training pairs and other ``part_templates`` make the variants of the
-    training data that ``benchmarks/data_variants.py`` measures on validation (the same random stream)."""
+    training data that ``benchmarks/data_variants.py`` measures on validation (the same random stream);
+    ``held_words`` leaves out every pair whose fault or problem is one of them, so that no answer writes
+    those words (``benchmarks/held_words.py``)."""
     train_pairs, _, train_perf, _ = spo_split(seed)
+    train_pairs = [(p, f) for p, f in train_pairs if f not in held_words]
+    train_perf = [(i, b) for i, b in train_perf if b not in held_words]
     rng = random.Random(seed + 1)
     return [_spo_record(rng, train_pairs + list(extra_pairs), train_perf, quiet=0.05, part_templates=part_templates)
             for _ in range(n_train)]

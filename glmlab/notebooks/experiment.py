@@ -487,18 +487,15 @@ def examples(setup: Setup, runs: list[dict], n: int = 3, base: dict | None = Non
             for i, s in enumerate(samples)]
 
 
-def grounding(row: dict, setup: Setup, n: int = 4) -> dict:
-    """A run's test answers grounded in their records, both ways ``python -m glmlab.predict --grounded`` can:
-    ``filter`` drops each triple whose head or tail the record does not hold (:func:`glmlab.metrics.grounded_triples`);
-    ``decode`` is grounded decoding from the run's checkpoint (:class:`glmlab.generation.GroundedDecoding`), which
-    writes its best choice among the record's words instead. Decoding leaves an answer the model wrote grounded as it
-    was (all 6,231 such answers of ``benchmarks/results/grounded.json``), so only the others are generated again.
-
-    Returns ``scores`` (``model``, ``filter``, ``decode``: triple F1 with precision and recall), ``answers``,
-    ``decoded`` (how many of them were generated again) and ``examples``: the first ``n`` records where the model
-    named a word the record does not hold, with the reference and what each way wrote.
-    """
-    from glmlab.metrics import grounded_end, grounded_triples, triple_f1
+def grounded_answers(row: dict, setup: Setup) -> tuple[list[dict], dict[str, list[str]], list[int]]:
+    """A run's test samples, its answers three ways in the order of its predictions, and the indices of the answers
+    generated again (those the model did not write grounded). The three ways: ``model`` (the model's
+    text), ``filter`` (each triple whose head or tail the record does not hold dropped:
+    :func:`glmlab.metrics.grounded_triples`) and ``decode`` (grounded decoding from the run's checkpoint:
+    :class:`glmlab.generation.GroundedDecoding`, which writes its best choice among the record's words instead).
+    Decoding leaves an answer the model wrote grounded as it was (all 6,231 such answers of
+    ``benchmarks/results/grounded.json``), so only the others are generated again."""
+    from glmlab.metrics import grounded_end, grounded_triples
     from glmlab.predict import record_of
 
     rows = [json.loads(line) for line in Path(row["predictions"]).read_text(encoding="utf-8").splitlines()]
@@ -514,13 +511,28 @@ def grounding(row: dict, setup: Setup, n: int = 4) -> dict:
                               setup.max_new_tokens, grounded_decoding=True)
         for i, answer in zip(again, answers):
             decoded[i] = grounded_triples(answer, records[i])
+    return samples, {"model": model_text, "filter": kept, "decode": decoded}, again
+
+
+def grounding(row: dict, setup: Setup, n: int = 4) -> dict:
+    """A run's test answers grounded in their records, both ways ``python -m glmlab.predict --grounded`` can
+    (:func:`grounded_answers`: ``filter`` and ``decode``), scored beside the model's own text.
+
+    Returns ``scores`` (``model``, ``filter``, ``decode``: triple F1 with precision and recall), ``answers``,
+    ``decoded`` (how many of them were generated again) and ``examples``: the first ``n`` records where the model
+    named a word the record does not hold, with the reference and what each way wrote.
+    """
+    from glmlab.metrics import triple_f1
+    from glmlab.predict import record_of
+
+    samples, written, again = grounded_answers(row, setup)
+    model_text, kept, decoded = written["model"], written["filter"], written["decode"]
     references = [s["output"] for s in samples]
-    scores = {name: triple_f1(written, references).as_dict()
-              for name, written in (("model", model_text), ("filter", kept), ("decode", decoded))}
+    scores = {name: triple_f1(text, references).as_dict() for name, text in written.items()}
     shown = [i for i in again if kept[i] != model_text[i]][:n]
-    examples = [{"input": records[i], "reference": references[i], "model": model_text[i], "filter": kept[i],
+    examples = [{"input": record_of(samples[i]), "reference": references[i], "model": model_text[i], "filter": kept[i],
                  "decoding": decoded[i]} for i in shown]
-    return {"scores": scores, "answers": len(rows), "decoded": len(again), "examples": examples}
+    return {"scores": scores, "answers": len(samples), "decoded": len(again), "examples": examples}
 
 
 def study_methods(num_layers: int) -> dict[str, dict[str, Any]]:
