@@ -1,0 +1,254 @@
+"""Can validation ask for the skill the test split's misses need: writing a word no training answer writes?
+
+    python benchmarks/held_words.py                                   # LoRA and full fine-tuning, replay 0 / 0.1 / 0.25,
+                                                                      # seeds 1234 2 3 (18 runs, about 40 min on 2 cores)
+    python benchmarks/held_words.py --methods lora --shares 0 --seeds 1234
+
+58 of the test split's 250 records state a fault or problem word that no training answer writes, and they are where
+its misses lie (``benchmarks/unseen_words.py``: LoRA recalls 0.395 of those triples, full fine-tuning 0.085). No
+validation record asks for that skill: validation's own pairs use words training writes. So no setting chosen on
+validation (a replay share, a base, the data) can be chosen for it, and the earlier plan was to rebuild the bases
+with new words in their corpus for a new validation split.
+
+This gets that split without a new base, by holding words out of *training* instead. A fixed rule
+(:func:`held_words`, fixed before anything was measured) picks as many words as the test split has (six part faults
+and four performance problems, each the word of one training pair and of no validation pair, every part and item
+keeping a trained word). Each run trains on the training stream without their pairs
+(:func:`glmlab.synth.spo_train_records` ``held_words``) and is scored on the wide validation split
+(``benchmarks/wide_valid.py``: 250 records in the test split's recipe, with five forms and four openings no file
+uses), where 38 of the 250 records state one of those words (the test split: 58 of its 250). Like the test split's
+words they are ones the base has read (the corpus's copy and reverse skills draw from every part fault) and that
+fine-tuning never writes. Two differences remain, and the file records them: the base read these words more often
+(the corpus's world sentences and fault-kind facts state the training pairs, the test-only ones never), and none of
+them is unread (four of the test split's ten, the performance problems 发软, 距离过长, 缓慢, 无反应, are in no corpus file).
+
+Each run is one method at the notebooks' rate and budget (3 epochs) with a share of each epoch replayed from the
+general corpus (:mod:`glmlab.notebooks.replay`, 06's remedy for forgetting; 0 is the run without replay), scored on
+the wide split: F1 overall, on the records with a held-out word (``word``), on held-out forms and openings, the
+recall of the held-out words' triples and of the others, and the same answers grounded both ways
+``python -m glmlab.predict --grounded`` can (``filter``, ``decode``: :func:`glmlab.notebooks.experiment.grounded_answers`).
+The test split is never read except to keep its inputs out of the wide split, as ``wide_valid.py`` does.
+
+Printed per (method, share): mean ± std over seeds, then validation's choice of share per method by the sweeps'
+rule (the best mean F1 on the wide split; a share replaces 0 only with a better mean). It is a candidate: the
+notebooks' runs change only when ``bench_methods.py`` is run again with it, on both machines the floors come from.
+Resumable: runs already in ``--json`` (the same machine, base weights, held words and split) are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_methods import machine, same_machine, stat  # noqa: E402
+from glmlab import synth  # noqa: E402
+
+HELD_SEED = 17             # the draw of the held-out words (fixed before any run)
+HELD_COUNTS = (6, 4)       # part faults, performance problems: as many of each as the test split's untrained words
+SHARES = (0.0, 0.1, 0.25)  # 06's replay shares, and no replay
+
+
+def held_words(seed: int = 0) -> tuple[str, ...]:
+    """The held-out words: drawn with :data:`HELD_SEED` from the fault (then problem) words of exactly one training
+    pair and of no validation pair, skipping a word whose part (item) would be left with no trained word."""
+    train_pairs, _, train_perf, _ = synth.spo_split(seed)
+    valid_parts, valid_perf = synth.valid_pairs()
+    in_valid = {w for _, w in valid_parts + valid_perf}
+    both = {f for _, f in train_pairs} & {b for _, b in train_perf}  # a word of a part fault and a problem
+    rng = random.Random(HELD_SEED)
+    held: list[str] = []
+    for pairs, count in zip((train_pairs, train_perf), HELD_COUNTS):
+        uses = Counter(w for _, w in pairs)
+        words = sorted(w for w, n in uses.items() if n == 1 and w not in in_valid and w not in both)
+        rng.shuffle(words)
+        left = Counter(head for head, _ in pairs)  # trained words per part (item)
+        taken = 0
+        for word in words:
+            head = next(h for h, w in pairs if w == word)
+            if taken < count and left[head] > 1:
+                held.append(word)
+                left[head] -= 1
+                taken += 1
+    return tuple(held)
+
+
+def synth_inputs() -> set[str]:
+    """The inputs of glmlab.synth's triple-extraction files, which the wide split leaves out (as ``wide_valid.py``)."""
+    from glmlab.notebooks import experiment
+
+    return {json.loads(line)["input"] for name in ("spo_train", "spo_valid", "spo_test")
+            for line in experiment.data_path(name).read_text(encoding="utf-8").splitlines()}
+
+
+def split(exclude: set[str] | None = None) -> list[dict]:
+    """The wide validation split (``wide_valid.records``, leaving out ``exclude``, by default :func:`synth_inputs`),
+    each record's ``kinds`` extended with ``word`` when it states a held-out word."""
+    from wide_valid import records
+
+    words = set(held_words())
+    out = []
+    for record in records(exclude=synth_inputs() if exclude is None else exclude):
+        said = {t.rsplit("_", 1)[-1] for t in record["output"].split("\n") if t}
+        out.append({**record, "kinds": record["kinds"] + (["word"] if said & words else [])})
+    return out
+
+
+def held_recall(samples: list[dict], predictions: list[str], held: bool) -> float:
+    """The share of the references' triples whose word is (``held``) or is not a held-out word that the
+    predictions hold."""
+    words = set(held_words())
+    gold = [(i, t) for i, s in enumerate(samples) for t in s["output"].split("\n")
+            if t and (t.rsplit("_", 1)[-1] in words) == held]
+    return sum(t in predictions[i].split("\n") for i, t in gold) / len(gold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["lora", "zero3"], help="study_methods labels")
+    parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES), help="replay shares (0: none)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 2, 3])
+    parser.add_argument("--runs_dir", default=str(REPO / "runs" / "held_words"))
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "held_words.json"))
+    args = parser.parse_args(argv)
+    bad = [s for s in args.shares if not 0 <= s < 1]
+    if bad:
+        raise SystemExit(f"held_words.py: --shares {bad[0]:g}: a replay share is in [0, 1)")
+
+    import torch
+
+    from glmlab.json_files import write_jsonl
+    from glmlab.loading import build_config
+    from glmlab.metrics import triple_f1
+    from glmlab.notebooks import experiment
+    from glmlab.notebooks.replay import replay_spec
+    from wide_valid import FORMS, OPENINGS, check_new
+
+    base = experiment.resolve_base(None, "glm")
+    methods = experiment.study_methods(build_config(base, "glm")[0].num_layers)
+    unknown = [m for m in args.methods if m not in methods]
+    if unknown:
+        raise SystemExit(f"held_words.py: --methods {unknown[0]!r}: one of {', '.join(methods)}")
+    files = {name: experiment.data_path(name).read_text(encoding="utf-8")
+             for name in ("spo_train", "spo_valid", "spo_test", "general_train", "general_probe")}
+    check_new(list(files.values()))
+    words = held_words()
+    train = synth.spo_train_records(held_words=frozenset(words))
+    said = {t.rsplit("_", 1)[-1] for r in train for t in r["output"].split("\n")}
+    assert not said & set(words), "a held-out word is in a training answer"
+    records = split()  # the very split wide_valid.py scores
+    trained = {r["input"] for r in train} & {r["input"] for r in records}
+    if trained:
+        raise SystemExit(f"held_words.py: {len(trained)} wide-split record(s) are training records: {sorted(trained)[0]}")
+    runs_dir = Path(args.runs_dir)
+    train_path, valid_path = runs_dir / "spo_train_held.jsonl", runs_dir / "wide_valid.jsonl"
+    write_jsonl(train_path, train)
+    write_jsonl(valid_path, [{k: v for k, v in r.items() if k != "kinds"} for r in records])
+    counts = {kind: sum(kind in r["kinds"] for r in records) for kind in ("pair", "word", "form", "opening")}
+    digest = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in (train_path, valid_path)}
+    measured_on = machine()
+    identity = {"held_words": list(words), "records": len(records), "kinds": counts, "digests": digest,
+                "forms": list(FORMS), "openings": list(OPENINGS), "base_weights": experiment.weights_digest(base),
+                "machine": measured_on}
+    print(f"held-out words: {'、'.join(words)}; wide split {len(records)} records ({counts}); "
+          f"{len(train)} training records without their pairs", flush=True)
+
+    output = Path(args.json)
+    earlier = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else {}
+    same = same_machine(earlier.get("machine"), measured_on) and all(
+        earlier.get(k) == v for k, v in identity.items() if k != "machine")
+
+    def key(row: dict) -> tuple:
+        return row["method"], row["share"], row["seed"]
+
+    rows = {key(r): r for r in earlier.get("runs", [])} if same else {}
+
+    def save() -> dict:
+        summary = summarise(list(rows.values()))
+        record = {"command": " ".join(["python benchmarks/held_words.py", *(argv if argv is not None else sys.argv[1:])]),
+                  **identity, "chosen": choose(summary), "summary": summary, "runs": list(rows.values())}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return record
+
+    torch.set_num_threads(1)
+    for share in args.shares:
+        for seed in args.seeds:
+            setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=replay_spec(train_path, share),
+                                     test_path=str(valid_path), output_dir=str(runs_dir / f"share{share:g}" / f"seed{seed}"),
+                                     nproc=2, seed=seed, num_train_epochs=3)  # the notebooks' budget
+            for label in args.methods:
+                if (label, share, seed) in rows:
+                    continue
+                start = time.perf_counter()
+                result = experiment.run_method(label, dict(methods[label]), setup)
+                samples, answers, _ = experiment.grounded_answers(result, setup)
+                assert [s["input"] for s in samples] == [r["input"] for r in records]
+                item = {"method": label, "share": share, "seed": seed, "learning_rate": result["learning_rate"],
+                        "steps": result["steps"], "final_loss": result["final_loss"]}
+                for way, written in answers.items():
+                    def f1(kind: str | None) -> float:
+                        index = [i for i, r in enumerate(records) if kind is None or kind in r["kinds"]]
+                        return triple_f1([written[i] for i in index], [records[i]["output"] for i in index]).f1
+
+                    prefix = "" if way == "model" else f"{way}_"
+                    item.update({f"{prefix}f1": f1(None), **{f"{prefix}f1_{kind}": f1(kind) for kind in ("word", "form", "opening")},
+                                 f"{prefix}recall_held": held_recall(records, written, True),
+                                 f"{prefix}recall_other": held_recall(records, written, False)})
+                item["wall_s"] = round(time.perf_counter() - start, 1)
+                rows[key(item)] = item
+                save()  # a finished run is kept if a later one fails
+                print(f"{label} share {share:g} seed {seed}: F1 {item['f1']:.3f}, held-word records {item['f1_word']:.3f}, "
+                      f"held-word recall {item['recall_held']:.3f} (other {item['recall_other']:.3f}); filter "
+                      f"{item['filter_f1']:.3f}, decode {item['decode_f1']:.3f}", flush=True)
+    record = save()
+    columns = (("f1", "F1"), ("f1_word", "word records"), ("f1_form", "held-out form"), ("recall_held", "held recall"),
+               ("recall_other", "other recall"), ("filter_f1", "filter F1"), ("decode_f1", "decode F1"))
+    print(f"\n{'method':<7} {'share':>5} {'seeds':>5} " + " ".join(f"{title:>14}" for _, title in columns))
+    for s in record["summary"]:
+        print(f"{s['method']:<7} {s['share']:>5g} {s['seeds']:>5} "
+              + " ".join(f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}".rjust(14) for k, _ in columns))
+    for label, pick in record["chosen"].items():
+        print(f"{label}: validation's share {pick['share']:g} (mean F1 {pick['f1']:.3f}; no replay {pick['f1_none']:.3f})")
+    print("wrote", output)
+    return 0
+
+
+FIGURES = ("f1", "f1_word", "f1_form", "f1_opening", "recall_held", "recall_other", "filter_f1", "filter_f1_word",
+           "filter_f1_form", "filter_recall_held", "decode_f1", "decode_f1_word", "decode_f1_form", "decode_recall_held")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean ± std over seeds of each figure, per (method, share), in the order measured."""
+    out = []
+    for method, share in dict.fromkeys((r["method"], r["share"]) for r in rows):
+        mine = [r for r in rows if (r["method"], r["share"]) == (method, share)]
+        out.append({"method": method, "share": share, "seeds": len(mine), **{k: stat([r[k] for r in mine]) for k in FIGURES}})
+    return out
+
+
+def choose(summary: list[dict]) -> dict:
+    """Per method, the share with the best mean F1 on the wide split; a share replaces no replay (0) only with a
+    better mean (the sweeps' rule). Only methods measured both without replay and with some are chosen for."""
+    chosen = {}
+    for method in dict.fromkeys(s["method"] for s in summary):
+        mine = [s for s in summary if s["method"] == method]
+        none = next((s for s in mine if s["share"] == 0), None)
+        if none is None or len(mine) == 1:
+            continue
+        best = max(mine, key=lambda s: (s["f1"]["mean"], s["share"] == 0))
+        chosen[method] = {"share": best["share"], "f1": best["f1"]["mean"], "f1_none": none["f1"]["mean"]}
+    return chosen
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``benchmarks/held_words.py``: words held out of training by a fixed rule, a training stream whose answers never write
+them, the wide split's records that state them, and the figures and choice made from canned runs (nothing trains here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from glmlab import synth
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+spec = importlib.util.spec_from_file_location("held_words", REPO / "benchmarks" / "held_words.py")
+held = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(held)
+
+
+def test_the_rule_holds_out_as_many_words_as_the_test_split_has_each_of_one_training_pair():
+    words = held.held_words()
+    train_pairs, _, train_perf, _ = synth.spo_split(0)
+    parts = [w for w in words if any(f == w for _, f in train_pairs)]
+    perf = [w for w in words if any(b == w for _, b in train_perf)]
+    assert (len(parts), len(perf)) == held.HELD_COUNTS and len(set(words)) == len(words) == sum(held.HELD_COUNTS)
+    untrained = synth._untrained_words(0)
+    test_parts = {f for _, f in synth.spo_split(0)[1]} & untrained
+    assert (len(test_parts), len(untrained - test_parts)) == held.HELD_COUNTS  # the test split's six and four
+    uses = Counter(w for _, w in train_pairs + train_perf)
+    assert all(uses[w] == 1 for w in words)
+    valid_parts, valid_perf = synth.valid_pairs()
+    assert not set(words) & {w for _, w in valid_parts + valid_perf}
+    for pairs in (train_pairs, train_perf):  # every part and item still has a word training writes
+        heads = {h for h, _ in pairs}
+        assert heads == {h for h, w in pairs if w not in words}
+    assert set(words) <= set(synth.word_pool("parts")) | {b for _, b in train_perf}  # words the base has read
+    assert held.held_words() == words  # a function of the rule only
+
+
+def test_training_without_the_held_pairs_never_writes_their_words_and_leaves_the_shipped_stream_alone():
+    words = frozenset(held.held_words())
+    assert synth.spo_train_records() == synth.spo_data()[0]
+    train = synth.spo_train_records(held_words=words)
+    assert len(train) == synth.Sizes().n_spo_train
+    said = {t.rsplit("_", 1)[-1] for r in train for t in r["output"].split("\n") if t}
+    assert not said & words
+    assert said | words >= {f for _, f in synth.spo_split(0)[0]}  # every other trained word is still written
+
+
+def test_the_wide_split_marks_the_records_that_state_a_held_word():
+    records = held.split({"x"})
+    assert len(records) == synth.Sizes().n_spo_test
+    words = set(held.held_words())
+    for record in records:
+        tails = {t.rsplit("_", 1)[-1] for t in record["output"].split("\n")}
+        assert ("word" in record["kinds"]) == bool(tails & words)
+    share = sum("word" in r["kinds"] for r in records) / len(records)
+    assert 0.1 < share < 0.3, share  # the test split: 58 of 250
+
+
+def test_recall_of_the_held_words_and_of_the_others():
+    a, b = held.held_words()[:2]
+    samples = [{"output": f"水泵_部件故障_{a}\n水泵_部件故障_漏水"}, {"output": f"喷油嘴_部件故障_{b}"}]
+    predictions = [f"水泵_部件故障_{a}\n水泵_部件故障_异响", "喷油嘴_部件故障_堵塞"]
+    assert held.held_recall(samples, predictions, True) == 0.5
+    assert held.held_recall(samples, predictions, False) == 0.0
+
+
+def canned(method: str, share: float, seed: int, f1: float) -> dict:
+    return {"method": method, "share": share, "seed": seed, **{k: f1 for k in held.FIGURES}}
+
+
+def test_summary_and_the_sweeps_rule_for_the_share():
+    rows = [canned("lora", 0.0, s, f) for s, f in ((1, 0.80), (2, 0.82))]
+    rows += [canned("lora", 0.25, s, f) for s, f in ((1, 0.84), (2, 0.86))]
+    rows += [canned("zero3", 0.0, s, 0.8) for s in (1, 2)] + [canned("zero3", 0.1, s, 0.8) for s in (1, 2)]
+    rows += [canned("freeze", 0.1, 1, 0.9)]  # never measured without replay: no choice
+    rows += [canned("embedding", 0.0, 1, 0.5)]  # nor only without it
+    summary = held.summarise(rows)
+    assert [(s["method"], s["share"], s["seeds"]) for s in summary] == [
+        ("lora", 0.0, 2), ("lora", 0.25, 2), ("zero3", 0.0, 2), ("zero3", 0.1, 2), ("freeze", 0.1, 1), ("embedding", 0.0, 1)]
+    assert summary[1]["f1"]["mean"] == pytest.approx(0.85) and summary[1]["f1"]["std"] == pytest.approx(0.01414, abs=1e-4)
+    chosen = held.choose(summary)
+    assert chosen == {"lora": {"share": 0.25, "f1": pytest.approx(0.85), "f1_none": pytest.approx(0.81)},
+                      "zero3": {"share": 0.0, "f1": pytest.approx(0.8), "f1_none": pytest.approx(0.8)}}  # a tie keeps 0
+
+
+def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
+    with pytest.raises(SystemExit, match=r"--shares 1: a replay share is in \[0, 1\)"):
+        held.main(["--shares", "0", "1"])
+    with pytest.raises(SystemExit, match="--methods 'bogus': one of"):
+        held.main(["--methods", "bogus", "--json", "/nonexistent/x.json"])
+
+
+def test_the_committed_run_is_this_rule_and_split():
+    path = REPO / "benchmarks" / "results" / "held_words.json"
+    if not path.is_file():
+        pytest.skip("no committed run yet")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["held_words"] == list(held.held_words())
+    records = held.split()
+    assert record["records"] == len(records) == synth.Sizes().n_spo_test
+    assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in ("pair", "word", "form", "opening")}
+    assert record["summary"] == held.summarise(record["runs"])
+    assert record["chosen"] == held.choose(record["summary"])
