@@ -9,8 +9,12 @@ the world's pairs, drawn at random; for ten of them the fault or problem word be
 triple must copy a span it has never produced, not recall one: a different skill from reading an unseen
 sentence form. For every predictions file under ``--runs_dir`` (``seed-S/NOTEBOOK/VARIANT/predictions.jsonl``
 and the replay runs) this prints the recall of test triples whose tail is a training output against those
-whose tail never is, and triple F1 on the records in test-only forms with and without such a word. A
-benchmark of finished runs: it trains nothing and takes seconds.
+whose tail never is, and triple F1 on the records in test-only forms with and without such a word. The recall of the untrained words'
+triples is also split by whether the base has read the word (``read``: it occurs in the general corpus the bases
+were pretrained on; four of the ten, the performance problems, occur in no corpus file). ``--pattern`` reads
+another layout, such as the test report's runs (``--runs_dir runs/report_chosen --pattern '*-e3-s*/*/predictions.jsonl'``:
+the notebooks' 3-epoch settings, each folder one seed). A benchmark of finished runs: it trains nothing and takes
+seconds.
 """
 
 from __future__ import annotations
@@ -31,18 +35,24 @@ def tails(samples: list[dict]) -> Counter:
     return Counter(t.split("_")[2] for s in samples for t in s["output"].split("\n") if t)
 
 
-def analyse(rows: list[dict], trained: Counter) -> dict[str, float | int]:
-    """Recall by whether a triple's tail was ever trained on; form-record F1 with and without such a triple."""
+def analyse(rows: list[dict], trained: Counter, read: frozenset[str] | set[str] = frozenset()) -> dict[str, float | int]:
+    """Recall by whether a triple's tail was ever trained on (and, for the untrained, whether it is in ``read``, the
+    words the base's corpus holds); form-record F1 with and without such a triple."""
     from glmlab import synth
     from glmlab.metrics import parse_triples, triple_f1
 
     hit = {True: [0, 0], False: [0, 0]}
+    untrained = {True: [0, 0], False: [0, 0]}  # read by the base or not
     for row in rows:
         predicted = set(parse_triples(row["prediction"]))
         for triple in filter(None, row["output"].split("\n")):
-            counts = hit[trained[triple.split("_")[2]] > 0]
+            tail = triple.split("_")[2]
+            counts = hit[trained[tail] > 0]
             counts[0] += triple in predicted
             counts[1] += 1
+            if not trained[tail]:
+                untrained[tail in read][0] += triple in predicted
+                untrained[tail in read][1] += 1
 
     def new_word(row: dict) -> bool:  # a test-only pair whose word no training pair has (tests/test_synth.py: the same)
         return "word" in synth.novelty(row)
@@ -55,6 +65,9 @@ def analyse(rows: list[dict], trained: Counter) -> dict[str, float | int]:
     return {"recall_trained_tail": hit[True][0] / hit[True][1], "n_trained_tail": hit[True][1],
             "recall_untrained_tail": hit[False][0] / hit[False][1] if hit[False][1] else None,
             "n_untrained_tail": hit[False][1],
+            **{f"recall_untrained_{name}": counts[0] / counts[1] if counts[1] else None
+               for name, counts in (("read", untrained[True]), ("unread", untrained[False]))},
+            "n_untrained_read": untrained[True][1], "n_untrained_unread": untrained[False][1],
             "f1": f1(rows), "f1_form": f1(forms), "f1_form_without_untrained_tail": f1([r for r in forms if not new_word(r)]),
             "n_form_without_untrained_tail": len([r for r in forms if not new_word(r)]),
             "f1_without_untrained_tail": f1(known), "n_without_untrained_tail": len(known)}
@@ -63,6 +76,8 @@ def analyse(rows: list[dict], trained: Counter) -> dict[str, float | int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs_dir", default=str(REPO / "runs" / "bench_methods"))
+    parser.add_argument("--pattern", default="seed-*/**/predictions.jsonl",
+                        help="the predictions files under --runs_dir (the first folder names the seed)")
     parser.add_argument("--json", default=None, help="also write the table here")
     args = parser.parse_args(argv)
 
@@ -73,15 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     trained = tails(read_samples(experiment.data_path("spo_train"), references=True))
     test_words = sorted({w for p, f in synth.spo_split()[1] for w in [f] if not trained[w]}
                         | {b for _, b in synth.spo_split()[3] if not trained[b]})
-    print(f"test-only words no training record outputs ({len(test_words)}): {' '.join(test_words)}")
+    corpus = experiment.data_path("general_train").read_text(encoding="utf-8")
+    read = {w for w in test_words if w in corpus}
+    print(f"test-only words no training record outputs ({len(test_words)}): {' '.join(test_words)}; "
+          f"in no corpus file: {' '.join(w for w in test_words if w not in read)}")
     per_run: dict[str, list[dict]] = {}
-    for path in sorted(Path(args.runs_dir).glob("seed-*/**/predictions.jsonl")):
+    for path in sorted(Path(args.runs_dir).glob(args.pattern)):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         if not rows or not isinstance(rows[0]["output"], str):
             continue  # doc-to-question: a list of reference questions
-        per_run.setdefault(path.parent.name, []).append({"seed": path.parts[-4], **analyse(rows, trained)})
+        seed = path.relative_to(args.runs_dir).parts[0]
+        per_run.setdefault(path.parent.name, []).append({"seed": seed, **analyse(rows, trained, read)})
     summary = {}
-    keys = ("f1", "f1_form", "f1_form_without_untrained_tail", "recall_trained_tail", "recall_untrained_tail")
+    keys = ("f1", "f1_form", "f1_form_without_untrained_tail", "recall_trained_tail", "recall_untrained_tail",
+            "recall_untrained_read", "recall_untrained_unread")
     print(f"{'run':<16} {'seeds':>5}  " + "  ".join(f"{k:>30}" for k in keys))
     for run, results in per_run.items():
         summary[run] = {k: statistics.fmean(r[k] for r in results if r[k] is not None) for k in keys}
@@ -89,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run:<16} {len(results):>5}  " + "  ".join(f"{summary[run][k]:>30.3f}" for k in keys))
     if args.json:
         record = {"command": " ".join(["python benchmarks/unseen_words.py", *(argv if argv is not None else sys.argv[1:])]),
-                  "untrained_test_words": test_words, "summary": summary, "per_run": per_run}
+                  "untrained_test_words": test_words, "unread_test_words": sorted(set(test_words) - read),
+                  "summary": summary, "per_run": per_run}
         Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
 
