@@ -453,3 +453,80 @@ def test_the_readme_says_how_predict_scores_as_the_notebooks_do():
     default = Setup.max_len - Setup.max_src_len - 3
     assert (f"{default} tokens for the notebooks' {Setup.max_len}/{Setup.max_src_len}, which cuts the longest answers. "
             f"The notebooks score with {Setup.max_new_tokens}; pass `--max_new_tokens {Setup.max_new_tokens}`") in text
+
+
+def test_untrained_words_table_is_the_committed_benchmarks():
+    """The test split's untrained words split by whether the base has read them (unseen_words_report.json, the test
+    report's runs of the notebooks' settings), beside the held-out words' recall on validation (held_words.json,
+    no replay): every cell, and the counts the text gives."""
+    results = REPO / "benchmarks" / "results"
+    report = json.loads((results / "unseen_words_report.json").read_text(encoding="utf-8"))
+    held = json.loads((results / "held_words.json").read_text(encoding="utf-8"))
+    methods = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    sweep = json.loads((results / "sweep_budget.json").read_text(encoding="utf-8"))
+    assert same_machine(held["machine"], sweep["machine"])  # the first machine's, as the test report's runs
+    for label, runs in report["per_run"].items():  # the very runs of the first machine's test table
+        assert len(runs) == 3 and statistics.fmean(r["f1"] for r in runs) == pytest.approx(
+            methods["summary"][label]["triple_f1"]["mean"])
+        assert {(r["n_untrained_read"], r["n_untrained_unread"]) for r in runs} == {(36, 23)}
+    text = README.read_text(encoding="utf-8")
+    rows = table_after(text, "| method | untrained words (59 triples) |")
+    assert [SWEEP_LABELS[row[0]] for row in rows] == ["lora", "zero3", "freeze", "projection", "embedding"]
+    summary = {(s["method"], s["share"]): s for s in held["summary"]}
+    for name, *cells in rows:
+        runs, valid = report["per_run"][SWEEP_LABELS[name]], summary[(SWEEP_LABELS[name], 0.0)]
+        for key, cell in zip(("recall_untrained_tail", "recall_untrained_read", "recall_untrained_unread"), cells):
+            values = [r[key] for r in runs]
+            assert close_stat(cell, statistics.fmean(values), statistics.stdev(values)), (name, key, cell)
+        assert valid["seeds"] == 3 and close_stat(cells[3], valid["recall_held"]["mean"], valid["recall_held"]["std"])
+    assert report["unread_test_words"] == ["发软", "无反应", "缓慢", "距离过长"]
+    assert all(w in text for w in report["unread_test_words"])
+
+
+def test_held_words_table_is_the_committed_benchmark():
+    """benchmarks/held_words.py on the shipped base: each (method, replay share) row, mean ± std over its seeds, and
+    the share the rule chose per method as the text gives it."""
+    from glmlab.notebooks import experiment
+
+    held = json.loads((REPO / "benchmarks" / "results" / "held_words.json").read_text(encoding="utf-8"))
+    assert held["base_weights"] == experiment.weights_digest(experiment.resolve_base(None, "glm"))
+    text = README.read_text(encoding="utf-8")
+    rows = table_after(text, "| method | replay share | seeds | wide F1 |")
+    summary = {(s["method"], s["share"]): s for s in held["summary"] if s["method"] in ("lora", "zero3")}
+    assert len(rows) == len(summary)
+    for name, share, seeds, *cells in rows:
+        item = summary[(SWEEP_LABELS[name], float(share))]
+        assert int(seeds) == item["seeds"] == 3
+        keys = ("f1", "f1_word", "recall_held", "recall_other", "f1_form", "filter_f1", "decode_f1")
+        for key, cell in zip(keys, cells, strict=True):
+            assert close_stat(cell, item[key]["mean"], item[key]["std"]), (name, share, key, cell)
+    flat = " ".join(text.split())
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from held_words import held_words, split
+
+    records, words = split(), set(held_words())
+    triples = sum(t.rsplit("_", 1)[-1] in words for r in records for t in r["output"].split("\n"))
+    assert (f"{held['kinds']['word']} of its records state one of the words, in {triples} triples" in flat
+            and f"the recall of the held-out words' {triples} triples" in flat)
+    assert "The rule picked " + ", ".join(held["held_words"][:-1]) + " and " + held["held_words"][-1] in flat
+    for label, name in (("lora", "LoRA"), ("zero3", "full fine-tuning")):
+        pick = held["chosen"][label]
+        assert (f"{name} {pick['share']:.0%} ({pick['f1']:.3f} against {pick['f1_none']:.3f} without replay)") in flat
+
+
+def test_the_replay_runs_test_figures_are_the_committed_analysis():
+    """What the held-out words section reports of 06's 25% replay runs on the test split (unseen_words.json)."""
+    runs = json.loads((REPO / "benchmarks" / "results" / "unseen_words.json").read_text(encoding="utf-8"))["per_run"]
+    flat = " ".join(README.read_text(encoding="utf-8").split())
+
+    def cell(run: str, key: str) -> str:
+        values = [r[key] for r in runs[run]]
+        assert len(values) == 3
+        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    assert (f"LoRA **{cell('lora-replay25', 'f1_form')}**, against {cell('lora', 'f1_form')} without replay; its recall "
+            f"of the untrained words is {cell('lora-replay25', 'recall_untrained_tail')} "
+            f"({statistics.fmean(r['recall_untrained_tail'] for r in runs['lora']):.3f} without)") in flat
+    assert (f"full fine-tuning **{cell('full-replay25', 'f1_form')}**, against {cell('zero3', 'f1_form')} without; "
+            f"recall {cell('full-replay25', 'recall_untrained_tail')} "
+            f"({statistics.fmean(r['recall_untrained_tail'] for r in runs['zero3']):.3f} without)") in flat
