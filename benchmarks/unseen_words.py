@@ -13,7 +13,8 @@ whose tail never is, and triple F1 on the records in test-only forms with and wi
 triples is also split by whether the base has read the word (``read``: it occurs in the general corpus the bases
 were pretrained on; four of the ten, the performance problems, occur in no corpus file). ``--pattern`` reads
 another layout, such as the test report's runs (``--runs_dir runs/report_chosen --pattern '*-e3-s*/*/predictions.jsonl'``:
-the notebooks' 3-epoch settings, each folder one seed). A benchmark of finished runs: it trains nothing and takes
+the notebooks' 3-epoch settings, each folder one seed; ``predictions*.jsonl`` adds the answers
+``benchmarks/grounded.py --decode`` kept beside them, as ``lora (predictions_decode)`` and so on). A benchmark of finished runs: it trains nothing and takes
 seconds.
 """
 
@@ -98,15 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         if not rows or not isinstance(rows[0]["output"], str):
             continue  # doc-to-question: a list of reference questions
         seed = path.relative_to(args.runs_dir).parts[0]
-        per_run.setdefault(path.parent.name, []).append({"seed": seed, **analyse(rows, trained, read)})
+        label = path.parent.name + ("" if path.stem == "predictions" else f" ({path.stem})")  # grounded.py's decoding
+        per_run.setdefault(label, []).append({"seed": seed, **analyse(rows, trained, read)})
     summary = {}
     keys = ("f1", "f1_form", "f1_form_without_untrained_tail", "recall_trained_tail", "recall_untrained_tail",
             "recall_untrained_read", "recall_untrained_unread")
-    print(f"{'run':<16} {'seeds':>5}  " + "  ".join(f"{k:>30}" for k in keys))
+    print(f"{'run':<32} {'seeds':>5}  " + "  ".join(f"{k:>30}" for k in keys))
     for run, results in per_run.items():
         summary[run] = {k: statistics.fmean(r[k] for r in results if r[k] is not None) for k in keys}
         summary[run]["seeds"] = len(results)
-        print(f"{run:<16} {len(results):>5}  " + "  ".join(f"{summary[run][k]:>30.3f}" for k in keys))
+        print(f"{run:<32} {len(results):>5}  " + "  ".join(f"{summary[run][k]:>30.3f}" for k in keys))
     if args.json:
         record = {"command": " ".join(["python benchmarks/unseen_words.py", *(argv if argv is not None else sys.argv[1:])]),
                   "untrained_test_words": test_words, "unread_test_words": sorted(set(test_words) - read),

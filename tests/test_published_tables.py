@@ -465,7 +465,11 @@ def test_untrained_words_table_is_the_committed_benchmarks():
     methods = json.loads((results / "methods.json").read_text(encoding="utf-8"))
     sweep = json.loads((results / "sweep_budget.json").read_text(encoding="utf-8"))
     assert same_machine(held["machine"], sweep["machine"])  # the first machine's, as the test report's runs
-    for label, runs in report["per_run"].items():  # the very runs of the first machine's test table
+    assert len(report["per_run"]) == 10  # five methods' answers, and the same runs' grounded decoding
+    for label, runs in report["per_run"].items():
+        if label.endswith(" (predictions_decode)"):
+            continue
+        # the very runs of the first machine's test table
         assert len(runs) == 3 and statistics.fmean(r["f1"] for r in runs) == pytest.approx(
             methods["summary"][label]["triple_f1"]["mean"])
         assert {(r["n_untrained_read"], r["n_untrained_unread"]) for r in runs} == {(36, 23)}
@@ -480,6 +484,20 @@ def test_untrained_words_table_is_the_committed_benchmarks():
             assert close_stat(cell, statistics.fmean(values), statistics.stdev(values)), (name, key, cell)
         assert valid["seeds"] == 3 and close_stat(cells[3], valid["recall_held"]["mean"], valid["recall_held"]["std"])
     assert report["unread_test_words"] == ["发软", "无反应", "缓慢", "距离过长"]
+    flat = " ".join(text.split())
+
+    def mean(label: str, key: str) -> str:
+        return f"{statistics.fmean(r[key] for r in report['per_run'][label]):.3f}"
+
+    decoded = {m: (mean(m, "recall_untrained_read"), mean(f"{m} (predictions_decode)", "recall_untrained_read"))
+               for m in ("lora", "zero3")}
+    assert all(mean(f"{m} (predictions_decode)", "recall_untrained_unread") == "0.000" for m in SWEEP_LABELS.values())
+    assert (f"(LoRA {decoded['lora'][0]} → {decoded['lora'][1]}, full fine-tuning {decoded['zero3'][0]} → "
+            f"{decoded['zero3'][1]}), and the 23 stay at 0") in flat
+    held_decode = {m: (summary[(m, 0.0)]["recall_held"]["mean"], summary[(m, 0.0)]["decode_recall_held"]["mean"])
+                   for m in ("lora", "zero3")}
+    assert (f"from {held_decode['lora'][0]:.3f} to {held_decode['lora'][1]:.3f} (LoRA) and from "
+            f"{held_decode['zero3'][0]:.3f} to {held_decode['zero3'][1]:.3f} (full fine-tuning)") in flat
     assert all(w in text for w in report["unread_test_words"])
 
 
