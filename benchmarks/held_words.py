@@ -1,8 +1,9 @@
 """Can validation ask for the skill the test split's misses need: writing a word no training answer writes?
 
     python benchmarks/held_words.py                                   # LoRA and full fine-tuning, replay 0 / 0.1 / 0.25,
-                                                                      # seeds 1234 2 3 (18 runs, about 40 min on 2 cores)
-    python benchmarks/held_words.py --methods lora --shares 0 --seeds 1234
+                                                                      # seeds 1234 2 3 (18 runs, 25 min on 2 cores)
+    python benchmarks/held_words.py --methods freeze projection embedding --shares 0       # 9 runs, 8 min
+    python benchmarks/held_words.py --methods lora zero3 --shares 0.4                      # 6 runs, 11 min
 
 58 of the test split's 250 records state a fault or problem word that no training answer writes, and they are where
 its misses lie (``benchmarks/unseen_words.py``: LoRA recalls 0.395 of those triples, full fine-tuning 0.085). No
