@@ -2,6 +2,8 @@
 
     python benchmarks/data_variants.py                                  # LoRA, seeds 1234 2 3 (~15 min, 2 cores)
     python benchmarks/data_variants.py --methods lora zero3 --seeds 1234
+    python benchmarks/data_variants.py --variants replay replay_words --methods lora zero3 \
+        --output benchmarks/results/data_variants_replay.json          # 12 runs, ~30 min
 
 The held-out test split (``glmlab.synth``) asks for two things training never shows: sentence forms and
 openings it never uses, and fault words no training answer writes (``novelty`` kinds ``form``,
@@ -24,14 +26,27 @@ twelve_forms             12 forms: :data:`PART_FIRST_FORMS` besides the 4, the v
                          and a triple's part must be its own piece (``tests/test_synth.py``)
 open_faults              the 4 forms and 48 more (part, fault) pairs whose faults are :data:`TRAIN_WORDS`,
                          words outside the world's fault list, each said of random parts: a span to copy
+replay                   the shipped records, plus 25% of each epoch replayed from the general corpus the
+                         base read (06's remedy for forgetting; the share ``benchmarks/held_words.py`` chose)
+replay_words             the same, replayed from a corpus whose copy and reverse skills also draw from
+                         :data:`VALID_WORDS` (``glmlab.synth.general_corpus(extra_words=...)``)
 =======================  ================================================================================
+
+The last two ask whether a word fine-tuning writes only in the replayed corpus (as copied words, never in a triple)
+becomes one it can write in a triple. ``valid_words`` stands in for the test split's four words that neither the
+base's corpus nor any training answer holds (发软, 距离过长, 缓慢, 无反应; ``benchmarks/unseen_words.py``): if its
+recall rises from 0 with ``replay_words``, replaying a corpus with every word of the world would reach them without
+a new base. The analogue is imperfect: :data:`VALID_WORDS` are several pieces each, the test's four are single
+pieces whose embeddings the base never trained.
 
 The test split is never read. A variant would replace the shipped data only with a better validation F1
 (mean over the seeds; the sweeps' rule). The result (``benchmarks/results/data_variants.json``, LoRA at its
 rate, seeds 1234, 2, 3): shipped 0.929 ± 0.009, twelve_forms_verb_first 0.941 ± 0.014 (it cannot ship: the
 merge above), twelve_forms 0.921 ± 0.023, open_faults 0.887 ± 0.026 -- within a seed's spread of each
 other but the last, so the data stay as they are; and no variant writes a fault word it never wrote
-(recall 0 on ``valid_words``, multi-piece words: the 37 trained words are single pieces).
+(recall 0 on ``valid_words``, multi-piece words: the 37 trained words are single pieces). The replay variants
+(``benchmarks/results/data_variants_replay.json``, LoRA and full fine-tuning): recall 0 on ``valid_words`` with
+either corpus replayed, although ``replay_words`` had every run copy each of the eight words many times.
 """
 
 from __future__ import annotations
@@ -48,7 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's glmlab, from any folder
 sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods.stat, however this file is loaded
 
-from bench_methods import stat  # noqa: E402
+from bench_methods import machine, stat  # noqa: E402
 from glmlab import synth  # noqa: E402
 from glmlab.json_files import write_jsonl  # noqa: E402
 from glmlab.notebooks import experiment  # noqa: E402
@@ -64,7 +79,8 @@ TRAIN_WORDS = ("松动", "发热", "进水", "偏磨", "温度高", "电压低",
                "过冷", "失压", "变色", "过松", "过紧", "不到位", "压力高", "温度低", "不准", "漏光", "不稳定", "电流大")
 VALID_WORDS = ("失调", "漏风", "不通", "无信号", "油压低", "不吸合", "间隙大", "反应慢")
 N_OPEN_PAIRS = 48  # two random parts per training-only word
-VARIANTS = ("shipped", "twelve_forms_verb_first", "twelve_forms", "open_faults")
+VARIANTS = ("shipped", "twelve_forms_verb_first", "twelve_forms", "open_faults", "replay", "replay_words")
+REPLAY_SHARE = 0.25  # the replay variants' share of each epoch
 
 
 def check_words() -> None:
@@ -77,7 +93,7 @@ def check_words() -> None:
 
 
 def train_records(variant: str, seed: int = 0) -> list[dict]:
-    if variant == "shipped":
+    if variant in ("shipped", "replay", "replay_words"):
         return synth.spo_data(seed=seed)[0]
     if variant in ("twelve_forms_verb_first", "twelve_forms"):
         extra = VERB_FIRST_FORMS if variant == "twelve_forms_verb_first" else PART_FIRST_FORMS
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from glmlab.data import read_samples
     from glmlab.loading import build_config
+    from glmlab.notebooks.replay import replay_spec
 
     base = experiment.resolve_base(None, "glm")
     config, _ = build_config(base, "glm")
@@ -145,9 +162,18 @@ def main(argv: list[str] | None = None) -> int:
         train_path = runs_dir / variant / "spo_train.jsonl"
         write_jsonl(train_path, train_records(variant))
         digest = hashlib.sha256(train_path.read_bytes()).hexdigest()[:16]
+        train_spec = str(train_path)
+        if variant.startswith("replay"):
+            general_path = experiment.data_path("general_train")
+            if variant == "replay_words":
+                general_path = runs_dir / variant / "general_train.jsonl"
+                sizes = synth.Sizes()
+                write_jsonl(general_path, synth.general_corpus(sizes.n_general, sizes.n_probe, extra_words=VALID_WORDS)[0])
+            train_spec = replay_spec(train_path, REPLAY_SHARE, general_path)
+            digest = hashlib.sha256(train_path.read_bytes() + Path(general_path).read_bytes()).hexdigest()[:16]
         kept = [r for r in kept if r["variant"] != variant or r.get("train_digest") == digest]  # stale data: gone
         for seed in args.seeds:
-            setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=str(train_path), test_path=str(valid_path),
+            setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=train_spec, test_path=str(valid_path),
                                      output_dir=str(runs_dir / variant / f"seed{seed}"), nproc=2, seed=seed,
                                      num_train_epochs=3)  # the notebooks' step budget
             for label in args.methods:
@@ -175,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "valid_words_f1": stat([r["valid_words_f1"] for r in mine]),
             "valid_words_recall": stat([r["valid_words_recall"] for r in mine])}
     record = {"command": " ".join(["python benchmarks/data_variants.py", *(argv if argv is not None else sys.argv[1:])]),
-              "base": base.name, "base_weights": weights, "scored_on": [valid_path.name, "valid_words (built here)"], "seeds": sorted({r["seed"] for r in rows}),
+              "base": base.name, "base_weights": weights, "machine": machine(), "scored_on": [valid_path.name, "valid_words (built here)"], "seeds": sorted({r["seed"] for r in rows}),
               "summary": summary, "runs": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

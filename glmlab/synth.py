@@ -262,13 +262,14 @@ SKILLS = tuple(SKILL_INSTRUCTIONS)
 
 
 def general_corpus(n_per_skill: int = 1500, n_probe: int = 40, seed: int = 0,
-                   words: str = "parts") -> tuple[list[dict], list[dict]]:
+                   words: str = "parts", extra_words: tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
     """The general corpus and its held-out probes: ``(train, probes)``, samples with a ``skill`` field.
 
     ``n_per_skill`` training samples per skill (the knowledge skill cycles through its facts),
-    ``n_probe`` probes per skill, none of which the corpus holds; ``words``: :func:`word_pool`.
+    ``n_probe`` probes per skill, none of which the corpus holds; ``words``: :func:`word_pool`, and
+    ``extra_words`` appended to it (``benchmarks/data_variants.py`` replays such a corpus).
     """
-    pool = word_pool(words)
+    pool = word_pool(words) + list(extra_words)
     rng = random.Random(seed)
     train: list[dict] = []
     probes: list[dict] = []
