@@ -548,3 +548,18 @@ def test_the_replay_runs_test_figures_are_the_committed_analysis():
     assert (f"full fine-tuning **{cell('full-replay25', 'f1_form')}**, against {cell('zero3', 'f1_form')} without; "
             f"recall {cell('full-replay25', 'recall_untrained_tail')} "
             f"({statistics.fmean(r['recall_untrained_tail'] for r in runs['zero3']):.3f} without)") in flat
+
+
+def test_replayed_words_table_is_the_committed_benchmark():
+    """data_variants.py's replay variants on validation: mean ± std over seeds of data_variants_replay.json, on the
+    first machine."""
+    results = REPO / "benchmarks" / "results"
+    bench = json.loads((results / "data_variants_replay.json").read_text(encoding="utf-8"))
+    sweep = json.loads((results / "sweep_budget.json").read_text(encoding="utf-8"))
+    assert same_machine(bench["machine"], sweep["machine"])
+    rows = table_after(README.read_text(encoding="utf-8"), "| replayed corpus | method | valid F1 |")
+    assert len(rows) == len(bench["summary"]) == 4
+    for name, method, *cells in rows:
+        summary = bench["summary"][f"{name.strip('`')}/{SWEEP_LABELS[method]}"]
+        for metric, cell in zip(("valid_f1", "valid_form_f1", "valid_words_f1", "valid_words_recall"), cells, strict=True):
+            assert summary[metric]["n"] == 3 and close_stat(cell, summary[metric]["mean"], summary[metric]["std"])
