@@ -3,7 +3,7 @@
     python benchmarks/data_variants.py                                  # LoRA, seeds 1234 2 3 (~15 min, 2 cores)
     python benchmarks/data_variants.py --methods lora zero3 --seeds 1234
     python benchmarks/data_variants.py --variants replay replay_words --methods lora zero3 \
-        --output benchmarks/results/data_variants_replay.json          # 12 runs, ~30 min
+        --output benchmarks/results/data_variants_replay.json          # 12 runs, ~16 min
 
 The held-out test split (``glmlab.synth``) asks for two things training never shows: sentence forms and
 openings it never uses, and fault words no training answer writes (``novelty`` kinds ``form``,

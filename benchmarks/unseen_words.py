@@ -3,19 +3,19 @@
     python benchmarks/unseen_words.py                          # the runs of python benchmarks/bench_methods.py
     python benchmarks/unseen_words.py --runs_dir runs/bench_methods --json benchmarks/results/unseen_words.json
 
-The test split's own (part, fault) and (item, problem) pairs (:func:`glmlab.synth.spo_split`) are a fifth of
-the world's pairs, drawn at random; for ten of them the fault or problem word belongs to no training pair
-(a word only one part or item can have, such as 离合器's 分离不彻底 or 制动's 发软). A model extracting such a
-triple must copy a span it has never produced, not recall one: a different skill from reading an unseen
-sentence form. For every predictions file under ``--runs_dir`` (``seed-S/NOTEBOOK/VARIANT/predictions.jsonl``
-and the replay runs) this prints the recall of test triples whose tail is a training output against those
-whose tail never is, and triple F1 on the records in test-only forms with and without such a word. The recall of the untrained words'
-triples is also split by whether the base has read the word (``read``: it occurs in the general corpus the bases
-were pretrained on; four of the ten, the performance problems, occur in no corpus file). ``--pattern`` reads
-another layout, such as the test report's runs (``--runs_dir runs/report_chosen --pattern '*-e3-s*/*/predictions.jsonl'``:
-the notebooks' 3-epoch settings, each folder one seed; ``predictions*.jsonl`` adds the answers
-``benchmarks/grounded.py --decode`` kept beside them, as ``lora (predictions_decode)`` and so on). A benchmark of finished runs: it trains nothing and takes
-seconds.
+The test split's own (part, fault) and (item, problem) pairs (:func:`glmlab.synth.spo_split`) are a fifth of the
+world's pairs, drawn at random; for ten of them the fault or problem word belongs to no training pair (a word only
+one part or item can have, such as 离合器's 分离不彻底 or 制动's 发软). A model extracting such a triple must copy a span it
+has never produced, not recall one: a different skill from reading an unseen sentence form. For every predictions
+file under ``--runs_dir`` (``seed-S/NOTEBOOK/VARIANT/predictions.jsonl`` and the replay runs) this prints the
+recall of test triples whose tail is a training output against those whose tail never is, and triple F1 on the
+records in test-only forms with and without such a word. The recall of the untrained words' triples is also split
+by whether the base has read the word (``read``: it occurs in the general corpus the bases were pretrained on; four
+of the ten, the performance problems, occur in no corpus file). ``--pattern`` reads another layout, such as the
+test report's runs (``--runs_dir runs/report_chosen --pattern '*-e3-s*/*/predictions.jsonl'``: the notebooks'
+3-epoch settings, each folder one seed; ``predictions*.jsonl`` adds the answers ``benchmarks/grounded.py --decode``
+kept beside them, as ``lora (predictions_decode)`` and so on). A benchmark of finished runs: it trains nothing and
+takes seconds.
 """
 
 from __future__ import annotations
