@@ -83,18 +83,10 @@ def held_words(seed: int = 0) -> tuple[str, ...]:
     return tuple(held)
 
 
-def synth_inputs() -> set[str]:
-    """The inputs of glmlab.synth's triple-extraction files, which the wide split leaves out (as ``wide_valid.py``)."""
-    from glmlab.notebooks import experiment
-
-    return {json.loads(line)["input"] for name in ("spo_train", "spo_valid", "spo_test")
-            for line in experiment.data_path(name).read_text(encoding="utf-8").splitlines()}
-
-
 def split(exclude: set[str] | None = None) -> list[dict]:
-    """The wide validation split (``wide_valid.records``, leaving out ``exclude``, by default :func:`synth_inputs`),
+    """The wide validation split (``wide_valid.records``, leaving out ``exclude``, by default ``wide_valid.synth_inputs``),
     each record's ``kinds`` extended with ``word`` when it states a held-out word."""
-    from wide_valid import records
+    from wide_valid import records, synth_inputs
 
     words = set(held_words())
     out = []
@@ -132,21 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     from glmlab.metrics import triple_f1
     from glmlab.notebooks import experiment
     from glmlab.notebooks.replay import replay_spec
-    from wide_valid import FORMS, OPENINGS, check_new
+    from wide_valid import FORMS, OPENINGS
 
     base = experiment.resolve_base(None, "glm")
     methods = experiment.study_methods(build_config(base, "glm")[0].num_layers)
     unknown = [m for m in args.methods if m not in methods]
     if unknown:
         raise SystemExit(f"held_words.py: --methods {unknown[0]!r}: one of {', '.join(methods)}")
-    files = {name: experiment.data_path(name).read_text(encoding="utf-8")
-             for name in ("spo_train", "spo_valid", "spo_test", "general_train", "general_probe")}
-    check_new(list(files.values()))
     words = held_words()
     train = synth.spo_train_records(held_words=frozenset(words))
     said = {t.rsplit("_", 1)[-1] for r in train for t in r["output"].split("\n")}
     assert not said & set(words), "a held-out word is in a training answer"
-    records = split()  # the very split wide_valid.py scores
+    records = split()  # the very split wide_valid.py scores (its forms and openings checked new first)
     trained = {r["input"] for r in train} & {r["input"] for r in records}
     if trained:
         raise SystemExit(f"held_words.py: {len(trained)} wide-split record(s) are training records: {sorted(trained)[0]}")

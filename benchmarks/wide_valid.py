@@ -44,6 +44,17 @@ def check_new(texts: list[str]) -> None:
             raise SystemExit(f"wide_valid.py: {word!r} already occurs in a glmlab.synth file ({holder}): not held out")
 
 
+def synth_inputs() -> set[str]:
+    """The inputs of glmlab.synth's triple-extraction files, after checking that no synth file holds this file's forms
+    and openings (:func:`check_new`): what the wide split leaves out."""
+    from glmlab.notebooks import experiment
+
+    files = {name: experiment.data_path(name).read_text(encoding="utf-8")
+             for name in ("spo_train", "spo_valid", "spo_test", "general_train", "general_probe")}
+    check_new(list(files.values()))
+    return {json.loads(line)["input"] for name in ("spo_train", "spo_valid", "spo_test") for line in files[name].splitlines()}
+
+
 def records(seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
     """The wide split: test-split recipe, validation's pairs, this file's forms and openings; ``kinds`` per record."""
     train_pairs, _, train_perf, _ = synth.spo_split(seed)
@@ -105,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{sweep['mode']} base ({sweep.get('base_weights')}; installed now: {weights})")
     measured_on = machine()
     torch.set_num_threads(1)
-    files = {name: experiment.data_path(name).read_text(encoding="utf-8")
-             for name in ("spo_train", "spo_valid", "spo_test", "general_train", "general_probe")}
-    check_new(list(files.values()))
-    inputs = {json.loads(line)["input"] for name in ("spo_train", "spo_valid", "spo_test") for line in files[name].splitlines()}
-    split = records(exclude=inputs)
+    split = records(exclude=synth_inputs())
     counts = {kind: sum(kind in r["kinds"] for r in split) for kind in ("pair", "form", "opening")}
     print(f"wide validation split: {len(split)} records; held-out pair {counts['pair']}, form {counts['form']}, "
           f"opening {counts['opening']}; {len(runs)} runs of {args.sweep}", flush=True)
