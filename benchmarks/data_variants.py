@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         train_path = runs_dir / variant / "spo_train.jsonl"
         write_jsonl(train_path, train_records(variant))
-        digest = hashlib.sha256(train_path.read_bytes()).hexdigest()[:16]
-        train_spec = str(train_path)
+        data, train_spec = train_path.read_bytes(), str(train_path)
         if variant.startswith("replay"):
             general_path = experiment.data_path("general_train")
             if variant == "replay_words":
@@ -170,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 sizes = synth.Sizes()
                 write_jsonl(general_path, synth.general_corpus(sizes.n_general, sizes.n_probe, extra_words=VALID_WORDS)[0])
             train_spec = replay_spec(train_path, REPLAY_SHARE, general_path)
-            digest = hashlib.sha256(train_path.read_bytes() + Path(general_path).read_bytes()).hexdigest()[:16]
+            data += Path(general_path).read_bytes()  # the replayed corpus is part of the training data
+        digest = hashlib.sha256(data).hexdigest()[:16]
         kept = [r for r in kept if r["variant"] != variant or r.get("train_digest") == digest]  # stale data: gone
         for seed in args.seeds:
             setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=train_spec, test_path=str(valid_path),
