@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         seed = path.relative_to(args.runs_dir).parts[0]
         label = path.parent.name + ("" if path.stem == "predictions" else f" ({path.stem})")  # grounded.py's decoding
         per_run.setdefault(label, []).append({"seed": seed, **analyse(rows, trained, read)})
+    if not per_run:
+        raise SystemExit(f"unseen_words.py: --runs_dir {args.runs_dir} --pattern {args.pattern!r}: no triple-extraction "
+                         "predictions file matches")
     summary = {}
     keys = ("f1", "f1_form", "f1_form_without_untrained_tail", "recall_trained_tail", "recall_untrained_tail",
             "recall_untrained_read", "recall_untrained_unread")
