@@ -82,8 +82,36 @@ def test_summary_and_the_sweeps_rule_for_the_share():
         ("lora", 0.0, 2), ("lora", 0.25, 2), ("zero3", 0.0, 2), ("zero3", 0.1, 2), ("freeze", 0.1, 1), ("embedding", 0.0, 1)]
     assert summary[1]["f1"]["mean"] == pytest.approx(0.85) and summary[1]["f1"]["std"] == pytest.approx(0.01414, abs=1e-4)
     chosen = held.choose(summary)
-    assert chosen == {"lora": {"share": 0.25, "f1": pytest.approx(0.85), "f1_none": pytest.approx(0.81)},
-                      "zero3": {"share": 0.0, "f1": pytest.approx(0.8), "f1_none": pytest.approx(0.8)}}  # a tie keeps 0
+    assert chosen == {"lora": {"label": "lora", "share": 0.25, "f1": pytest.approx(0.85), "f1_none": pytest.approx(0.81)},
+                      "zero3": {"label": "zero3", "share": 0.0, "f1": pytest.approx(0.8), "f1_none": pytest.approx(0.8)}}  # a tie keeps 0
+
+
+def canned_shape(label: str, share: float, seed: int, f1: float) -> dict:
+    return {**canned(label, share, seed, f1), "of": held.SHAPES[label][0]}
+
+
+def test_a_shape_competes_with_its_methods_settings_and_a_tie_keeps_the_notebooks():
+    rows = [canned("lora", 0.0, s, 0.80) for s in (1, 2)] + [canned("lora", 0.25, s, 0.84) for s in (1, 2)]
+    rows += [canned_shape("lora-drop", 0.0, s, f) for s, f in ((1, 0.85), (2, 0.87))]
+    rows += [canned("freeze", 0.0, s, 0.7) for s in (1, 2)] + [canned_shape("freeze-2", 0.0, s, 0.7) for s in (1, 2)]
+    rows += [canned_shape("embedding-32", 0.0, 1, 0.9)]  # its method never measured as the notebooks run it: no choice
+    summary = held.summarise(rows)
+    assert [(s["method"], s["of"]) for s in summary] == [("lora", "lora"), ("lora", "lora"), ("lora-drop", "lora"),
+                                                        ("freeze", "freeze"), ("freeze-2", "freeze"), ("embedding-32", "embedding")]
+    assert held.choose(summary) == {
+        "lora": {"label": "lora-drop", "share": 0.0, "f1": pytest.approx(0.86), "f1_none": pytest.approx(0.80)},
+        "freeze": {"label": "freeze", "share": 0.0, "f1": pytest.approx(0.7), "f1_none": pytest.approx(0.7)}}
+
+
+def test_a_shape_changes_only_its_own_flags():
+    methods = {"lora": {"train_type": "lora", "lora_dim": 8, "lora_alpha": 32, "lora_dropout": 0.0, "lora_module_name": "x"},
+               "freeze": {"train_type": "freeze", "freeze_module_name": "layers.3."}}
+    assert held.method_flags("lora", methods, 4) == ("lora", methods["lora"])
+    of, flags = held.method_flags("lora-r16-drop", methods, 4)
+    assert of == "lora" and flags == {**methods["lora"], "lora_dim": 16, "lora_alpha": 64, "lora_dropout": 0.1}
+    assert held.method_flags("freeze-2", methods, 4) == ("freeze", {"train_type": "freeze", "freeze_module_name": "layers.2.,layers.3."})
+    assert held.method_flags("freeze-2", methods, 28)[1]["freeze_module_name"] == "layers.26.,layers.27."
+    assert methods["lora"]["lora_dim"] == 8  # the study's flags are not changed in place
 
 
 def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
