@@ -4,6 +4,11 @@
                                                                       # seeds 1234 2 3 (18 runs, 25 min on 2 cores)
     python benchmarks/held_words.py --methods freeze projection embedding --shares 0       # 9 runs, 8 min
     python benchmarks/held_words.py --methods lora zero3 --shares 0.4                      # 6 runs, 11 min
+    python benchmarks/held_words.py --methods lora-drop lora-r16 lora-r16-drop freeze-2 projection-32 embedding-32 \
+        --shares 0                                                    # each method's shape: 18 runs, 18 min
+    python benchmarks/held_words.py --methods freeze-3 freeze-2-lr2e-3 freeze-2-lr1e-2 --shares 0   # 9 runs, 7 min
+    python benchmarks/held_words.py --methods freeze-2 lora-r16 --shares 0.25             # 6 runs, 6 min
+    python benchmarks/held_words.py --report --report_methods embedding   # the test split, for reporting only
 
 58 of the test split's 250 records state a fault or problem word that no training answer writes, and they are where
 its misses lie (``benchmarks/unseen_words.py``: LoRA recalls 0.395 of those triples, full fine-tuning 0.085). No
@@ -30,10 +35,18 @@ recall of the held-out words' triples and of the others, and the same answers gr
 ``python -m glmlab.predict --grounded`` can (``filter``, ``decode``: :func:`glmlab.notebooks.experiment.grounded_answers`).
 The test split is never read except to keep its inputs out of the wide split, as ``wide_valid.py`` does.
 
-Printed per (method, share): mean ± std over seeds, then validation's choice of share per method by the sweeps'
-rule (the best mean F1 on the wide split; a share replaces 0 only with a better mean). It is a candidate: the
-notebooks' runs change only when ``bench_methods.py`` is run again with it, on both machines the floors come from.
+The same split chooses each method's shape, which the notebooks had taken from the original project's recipes
+without a sweep: the :data:`SHAPES` labels (LoRA's dropout and rank, Freeze's layer count, the prefix's length)
+run beside the study labels, and each shape's row names the method it changes (``of``).
+
+Printed per (method or shape, share): mean ± std over seeds, then validation's choice per method by the sweeps'
+rule: the (shape, share) with the best mean F1 on the wide split, which replaces the notebooks' setting (the method
+as they run it, no replay) only with a better mean. It is a candidate: the notebooks' runs change only when
+``bench_methods.py`` is run again with it (Freeze's top two layers were: ``experiment.FREEZE_LAYERS``).
 Resumable: runs already in ``--json`` (the same machine, base weights, held words and split) are kept.
+
+``--report`` is the other half, for reporting only: each choice the notebooks do not run, trained as chosen on the
+shipped training stream with the report seeds (1, 2, 3) and scored on the test split, into ``--report_json``.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from glmlab import synth  # noqa: E402
 HELD_SEED = 17             # the draw of the held-out words (fixed before any run)
 HELD_COUNTS = (6, 4)       # part faults, performance problems: as many of each as the test split's untrained words
 SHARES = (0.0, 0.1, 0.25)  # 06's replay shares, and no replay
+DEFAULT_METHODS = ("lora", "zero3")
 # Method shapes the notebooks fixed without a sweep (the original project's recipes, scaled to 4 layers), and the
 # alternatives this split chooses among (fixed before any of them ran): label -> (the method, its flags changed).
 # Freeze's layers are counted from the top (num_layers is the base's).
@@ -138,13 +152,15 @@ def held_recall(samples: list[dict], predictions: list[str], held: bool) -> floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=["lora", "zero3"], help="study_methods labels")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="study_methods or SHAPES labels")
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES), help="replay shares (0: none)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 2, 3])
     parser.add_argument("--runs_dir", default=str(REPO / "runs" / "held_words"))
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "held_words.json"))
     parser.add_argument("--report", action="store_true",
                         help="train what --json chose on the shipped training data and score the test split (reporting only)")
+    parser.add_argument("--report_methods", nargs="+", default=None,
+                        help="with --report: only these study methods' choices (default: every one the notebooks do not run)")
     parser.add_argument("--report_seeds", type=int, nargs="+", default=[1, 2, 3], help="with --report: bench_methods.py's")
     parser.add_argument("--report_json", default=str(REPO / "benchmarks" / "results" / "held_words_test.json"))
     args = parser.parse_args(argv)
@@ -195,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     same = same_machine(earlier.get("machine"), measured_on) and all(
         earlier.get(k) == v for k, v in identity.items() if k != "machine")
 
-    def key(row: dict) -> tuple:
-        return row["method"], row["share"], row["seed"]
+    def key(row: dict) -> tuple:  # a label whose flags have changed since (Freeze's) is another run
+        return row["method"], json.dumps(row["flags"], sort_keys=True), row["share"], row["seed"]
 
     rows = {key(r): r for r in earlier.get("runs", [])} if same else {}
+    notebooks = {label: method_flags(label, methods, num_layers)[1] for label in methods}
 
     def save() -> dict:
         summary = summarise(list(rows.values()))
         record = {"command": " ".join(["python benchmarks/held_words.py", *(argv if argv is not None else sys.argv[1:])]),
-                  **identity, "chosen": choose(summary), "summary": summary, "runs": list(rows.values())}
+                  **identity, "notebooks": notebooks, "chosen": choose(summary, notebooks), "summary": summary,
+                  "runs": list(rows.values())}
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return record
@@ -215,16 +233,15 @@ def main(argv: list[str] | None = None) -> int:
                                      test_path=str(valid_path), output_dir=str(runs_dir / f"share{share:g}" / f"seed{seed}"),
                                      nproc=2, seed=seed, num_train_epochs=3)  # the notebooks' budget
             for label in args.methods:
-                if (label, share, seed) in rows:
+                of, flags = method_flags(label, methods, num_layers)
+                if key({"method": label, "flags": flags, "share": share, "seed": seed}) in rows:
                     continue
                 start = time.perf_counter()
-                of, flags = method_flags(label, methods, num_layers)
                 result = experiment.run_method(label, flags, setup)
                 samples, answers, _ = experiment.grounded_answers(result, setup)
                 assert [s["input"] for s in samples] == [r["input"] for r in records]
-                item = {"method": label, **({"of": of, "flags": flags} if of != label else {}), "share": share,
-                        "seed": seed, "learning_rate": result["learning_rate"], "steps": result["steps"],
-                        "final_loss": result["final_loss"]}
+                item = {"method": label, "of": of, "flags": flags, "share": share, "seed": seed,
+                        "learning_rate": result["learning_rate"], "steps": result["steps"], "final_loss": result["final_loss"]}
                 for way, written in answers.items():
                     def f1(kind: str | None) -> float:
                         index = [i for i, r in enumerate(records) if kind is None or kind in r["kinds"]]
@@ -266,6 +283,10 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
     from glmlab.notebooks import experiment
     from glmlab.notebooks.replay import replay_spec
 
+    known = tuple(experiment.study_methods(2))  # the labels, before anything loads
+    unknown = [m for m in args.report_methods or [] if m not in known]
+    if unknown:
+        raise SystemExit(f"held_words.py: --report_methods {unknown[0]!r}: one of {', '.join(known)}")
     source = Path(args.json)
     if not source.is_file():
         raise SystemExit(f"held_words.py: --json {source}: no such file (run the validation sweep first)")
@@ -279,11 +300,13 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
     if chosen.get("base_weights") != weights:
         raise SystemExit(f"held_words.py: --json {source}: chosen on other weights of the base "
                          f"({chosen.get('base_weights')}; now {weights})")
-    picks = {m: c for m, c in chosen["chosen"].items() if (c["label"], c["share"]) != (m, 0.0)}
-    output = Path(args.report_json)
-    rows = list(earlier_runs(output, measured_on, "held_words.py")["runs"])
     num_layers = build_config(base, "glm")[0].num_layers
     methods = experiment.study_methods(num_layers)
+    # what the notebooks do not run already (a shape they have since taken is theirs), of the methods asked for
+    picks = {m: c for m, c in chosen["chosen"].items() if not args.report_methods or m in args.report_methods}
+    picks = {m: c for m, c in picks.items() if c["share"] or method_flags(c["label"], methods, num_layers)[1] != methods[m]}
+    output = Path(args.report_json)
+    rows = list(earlier_runs(output, measured_on, "held_words.py")["runs"])
     train_path, test_path = experiment.data_path("spo_train"), experiment.data_path("spo_test")
 
     def save() -> list[dict]:
@@ -305,15 +328,16 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
         label, share = pick["label"], pick["share"]
         of, flags = method_flags(label, methods, num_layers)
         for seed in args.report_seeds:
-            if any((r["method"], r["share"], r["seed"], r["base_weights"]) == (label, share, seed, weights) for r in rows):
+            done = {(r["method"], json.dumps(r["flags"], sort_keys=True), r["share"], r["seed"], r["base_weights"]) for r in rows}
+            if (label, json.dumps(flags, sort_keys=True), share, seed, weights) in done:
                 continue
             setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=replay_spec(train_path, share),
                                      test_path=str(test_path), nproc=2, seed=seed, num_train_epochs=3,
                                      output_dir=str(Path(args.runs_dir) / "report" / f"share{share:g}" / f"seed{seed}"))
             start = time.perf_counter()
             result = experiment.run_method(label, flags, setup)
-            rows.append({"method": label, "of": of, "share": share, "seed": seed, "base_weights": weights, "f1": result["f1"],
-                         "f1_by_novelty": {k: v["f1"] for k, v in result["f1_by_novelty"].items()},
+            rows.append({"method": label, "of": of, "flags": flags, "share": share, "seed": seed, "base_weights": weights,
+                         "f1": result["f1"], "f1_by_novelty": {k: v["f1"] for k, v in result["f1_by_novelty"].items()},
                          "final_loss": result["final_loss"], "wall_s": round(time.perf_counter() - start, 1)})
             save()
     summary = save()
@@ -331,24 +355,37 @@ FIGURES = ("f1", "f1_word", "f1_form", "f1_opening", "recall_held", "recall_othe
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean ± std over seeds of each figure, per (method or shape, share), in the order measured; ``of`` names
-    the study method a :data:`SHAPES` label changes (a study label is its own)."""
+    """Mean ± std over seeds of each figure, per (method or shape, its flags, share), in the order measured; ``of``
+    names the study method a :data:`SHAPES` label changes (a study label is its own), ``flags`` what it ran with."""
+    def group(r: dict) -> tuple:
+        return r["method"], json.dumps(r.get("flags"), sort_keys=True), r["share"]
+
     out = []
-    for method, share in dict.fromkeys((r["method"], r["share"]) for r in rows):
-        mine = [r for r in rows if (r["method"], r["share"]) == (method, share)]
-        out.append({"method": method, "of": mine[0].get("of", method), "share": share, "seeds": len(mine),
-                    **{k: stat([r[k] for r in mine]) for k in FIGURES}})
+    for method, flags, share in dict.fromkeys(group(r) for r in rows):
+        mine = [r for r in rows if group(r) == (method, flags, share)]
+        out.append({"method": method, "of": mine[0].get("of", method), **({"flags": json.loads(flags)} if flags != "null" else {}),
+                    "share": share, "seeds": len(mine), **{k: stat([r[k] for r in mine]) for k in FIGURES}})
     return out
 
 
-def choose(summary: list[dict]) -> dict:
+def choose(summary: list[dict], notebooks: dict[str, dict] | None = None) -> dict:
     """Per study method, the (shape, share) with the best mean F1 on the wide split, among its own runs and its
     :data:`SHAPES`' runs; something else replaces the notebooks' setting (the method as they run it, no replay)
-    only with a better mean (the sweeps' rule). Only methods measured that way and some other are chosen for."""
+    only with a better mean (the sweeps' rule). Only methods measured that way and some other are chosen for.
+    ``notebooks``: label -> the flags the notebooks run it with now; the notebooks' setting is the entry at share 0
+    with those flags, whatever its label (Freeze's top two layers were ``freeze-2`` before the notebooks took them).
+    Without it (or for entries that record no flags), the study label's own entry at share 0."""
+    def theirs(s: dict, method: str) -> bool:
+        if s["share"] != 0:
+            return False
+        if notebooks is not None and "flags" in s:
+            return s["flags"] == notebooks[method]
+        return s["method"] == method
+
     chosen = {}
     for method in dict.fromkeys(s.get("of", s["method"]) for s in summary):
         mine = [s for s in summary if s.get("of", s["method"]) == method]
-        none = next((s for s in mine if s["method"] == method and s["share"] == 0), None)
+        none = next((s for s in mine if theirs(s, method)), None)
         if none is None or len(mine) == 1:
             continue
         best = max(mine, key=lambda s: (s["f1"]["mean"], s is none))

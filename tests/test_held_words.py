@@ -119,6 +119,10 @@ def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
         held.main(["--shares", "0", "1"])
     with pytest.raises(SystemExit, match="--methods 'bogus': one of"):
         held.main(["--methods", "bogus", "--json", "/nonexistent/x.json"])
+    with pytest.raises(SystemExit, match="--report_methods 'bogus': one of embedding, projection, freeze, lora, zero3"):
+        held.main(["--report", "--report_methods", "bogus"])
+    with pytest.raises(SystemExit, match="--json /nonexistent/x.json: no such file"):
+        held.main(["--report", "--json", "/nonexistent/x.json"])
 
 
 def test_the_committed_run_is_this_rule_and_split():
@@ -131,4 +135,27 @@ def test_the_committed_run_is_this_rule_and_split():
     assert record["records"] == len(records) == synth.Sizes().n_spo_test
     assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in ("pair", "word", "form", "opening")}
     assert record["summary"] == held.summarise(record["runs"])
-    assert record["chosen"] == held.choose(record["summary"])
+    from glmlab.loading import build_config
+    from glmlab.notebooks import experiment
+
+    layers = build_config(experiment.resolve_base(None, "glm"), "glm")[0].num_layers
+    assert record["notebooks"] == experiment.study_methods(layers)  # the file knows what the notebooks run now
+    assert record["chosen"] == held.choose(record["summary"], record["notebooks"])
+    assert all(r["flags"] == held.method_flags(r["method"], experiment.study_methods(layers), layers)[1]
+               for r in record["runs"] if r["method"] != "freeze")  # Freeze's own label ran its top layer, before
+    assert {r["flags"]["freeze_module_name"] for r in record["runs"] if r["method"] == "freeze"} == {f"layers.{layers - 1}."}
+
+
+def test_the_notebooks_setting_is_found_by_its_flags_whatever_its_label():
+    """Once the notebooks take a shape (Freeze's top two), its entry is their setting and the study label's old
+    entry one more candidate; a label's runs with other flags are another entry, not mixed in."""
+    top1, top2 = {"train_type": "freeze", "freeze_module_name": "layers.3."}, {"train_type": "freeze", "freeze_module_name": "layers.2.,layers.3."}
+    rows = [{**canned("freeze", 0.0, s, 0.76), "flags": top1} for s in (1, 2)]
+    rows += [{**canned_shape("freeze-2", 0.0, s, 0.91), "flags": top2} for s in (1, 2)]
+    rows += [{**canned("freeze", 0.0, 1, 0.90), "flags": top2}]  # the label rerun after the change: its own entry
+    summary = held.summarise(rows)
+    assert [(s["method"], s["flags"]["freeze_module_name"], s["seeds"]) for s in summary] == [
+        ("freeze", "layers.3.", 2), ("freeze-2", "layers.2.,layers.3.", 2), ("freeze", "layers.2.,layers.3.", 1)]
+    chosen = held.choose(summary, {"freeze": top2})
+    assert chosen == {"freeze": {"label": "freeze-2", "share": 0.0, "f1": pytest.approx(0.91), "f1_none": pytest.approx(0.91)}}
+    assert held.choose(summary[:2], {"freeze": top1})["freeze"]["f1_none"] == pytest.approx(0.76)  # before the change
