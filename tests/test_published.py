@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import nbformat
@@ -140,10 +141,13 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
     bench_methods' figures come before bench_forgetting's; a run under its floor fails, naming it."""
     import statistics
 
-    from published import FLOOR_MARGIN, check_method_floors, method_floors, observed_f1
+    from published import FLOOR_MARGIN, check_method_floors, method_floors, notebooks_trainable, observed_f1
 
-    methods = {"per_seed": [{"base": {"triple_f1": 0.0}, "freeze": {"triple_f1": g}, "embedding": {"triple_f1": 0.0},
-                             "lora": {"triple_f1": f}} for f, g in ((0.93, 0.75), (0.91, 0.70), (0.92, 0.65))]}
+    n = notebooks_trainable()
+    methods = {"per_seed": [{"base": {"triple_f1": 0.0}, "freeze": {"triple_f1": g, "trainable_params": n["freeze"]},
+                             "embedding": {"triple_f1": 0.0, "trainable_params": n["embedding"]},
+                             "lora": {"triple_f1": f, "trainable_params": n["lora"]}}
+                            for f, g in ((0.93, 0.75), (0.91, 0.70), (0.92, 0.65))]}
     forgetting = {"rows": [{"bench_method": m, "share": share, "seed": seed, "f1": f}
                            for m, f in (("lora", 0.5), ("full", 0.9)) for seed in (1, 2, 3) for share in (0.0, 0.1)]}
     (tmp_path / "methods.json").write_text(json.dumps(methods))
@@ -158,9 +162,34 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
         check_method_floors([{"variant": "lora", "f1": 0.85}], floors)
     assert method_floors({"lora": [0.9, 0.9]}) == {}  # two seeds are not a distribution
     # another thread count's run joins the distribution: its lower figure lowers the floor
-    (tmp_path / "methods_threads1.json").write_text(json.dumps({"per_seed": [{"lora": {"triple_f1": 0.90}}]}))
+    (tmp_path / "methods_threads1.json").write_text(json.dumps({"per_seed": [{"lora": {"triple_f1": 0.90, "trainable_params": n["lora"]}}]}))
     assert observed_f1(tmp_path)["lora"] == [0.93, 0.91, 0.92, 0.90]
     assert method_floors(observed_f1(tmp_path))["lora"] == round(0.90 - FLOOR_MARGIN, 3)
+    # a run of another shape of the method (Freeze's top layer alone, where the notebooks now train two) sets no floor
+    other = {"triple_f1": 0.30, "trainable_params": n["freeze"] // 2}
+    (tmp_path / "methods_epyc.json").write_text(json.dumps({"per_seed": [{"freeze": other}, {"freeze": dict(other)}]}))
+    assert observed_f1(tmp_path)["freeze"] == [0.75, 0.70, 0.65]
+
+
+def test_the_notebooks_trainable_counts_are_their_methods():
+    """What a benchmark row must have trained to count, read off the shipped base's weights: Freeze its top two
+    layers, full fine-tuning every tensor, LoRA rank 8 on the four matrices of each layer."""
+    from safetensors import safe_open
+
+    from published import notebooks_trainable
+
+    from glmlab.notebooks import experiment
+
+    base = experiment.resolve_base(None, "glm")
+    with safe_open(str(base / "model.safetensors"), "pt") as weights:
+        shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}
+    numel = {name: math.prod(shape) for name, shape in shapes.items() if not name.endswith(".inv_freq")}  # a buffer
+    n = notebooks_trainable()
+    assert n["freeze"] == sum(v for k, v in numel.items() if ".layers.2." in k or ".layers.3." in k)
+    assert n["freeze"] == 2 * sum(v for k, v in numel.items() if ".layers.0." in k)  # two of four equal layers
+    matrices = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+    lora = sum(8 * sum(shape) for k, shape in shapes.items() if k.endswith(".weight") and k.split(".")[-2] in matrices)
+    assert n["lora"] == lora
 
 
 def test_committed_method_floors_are_real():
@@ -181,9 +210,10 @@ def test_committed_method_floors_are_real():
 def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
     """A floor per kind of novelty (here: records in test-only forms) from bench_methods' per-seed figures;
     forgetting.json, which has overall F1 only, gives none; a run's kind figure under it fails."""
-    from published import check_method_floors, method_floors, observed_f1
+    from published import check_method_floors, method_floors, notebooks_trainable, observed_f1
 
-    methods = {"per_seed": [{"lora": {"triple_f1": 0.9, "triple_f1_form": f}} for f in (0.88, 0.86, 0.87)]}
+    n = notebooks_trainable()
+    methods = {"per_seed": [{"lora": {"triple_f1": 0.9, "triple_f1_form": f, "trainable_params": n["lora"]}} for f in (0.88, 0.86, 0.87)]}
     (tmp_path / "methods.json").write_text(json.dumps(methods))
     (tmp_path / "forgetting.json").write_text(json.dumps({"rows": [
         {"bench_method": "full", "share": 0.0, "seed": s, "f1": 0.9} for s in (1, 2, 3)]}))

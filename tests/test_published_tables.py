@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 README = REPO / "notebooks" / "README.md"
 NOTEBOOKS = ("01_data", "02_freeze", "03_ptuning", "04_lora", "05_full_zero3", "06_eval")
 # the sweep tables' method names -> experiment.study_methods labels
+# The first machine's benchmark while Freeze trained its top layer alone (methods.json as it was until validation chose
+# the top two: held_words.json). The test report's, grounding's and the untrained words' runs of Freeze are of that
+# setting, so they are checked against it; every other method's figures in it are methods.json's to the last digit.
+FREEZE_TOP1 = "methods_freeze_top1.json"
 SWEEP_LABELS = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
                 "P-tuning (embedding)": "embedding"}
 
@@ -150,10 +154,11 @@ def test_the_budget_reports_notebooks_rows_are_the_first_machines_benchmark():
     results = REPO / "benchmarks" / "results"
     report = json.loads((results / "sweep_budget_test.json").read_text(encoding="utf-8"))
     bench = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    before = json.loads((results / FREEZE_TOP1).read_text(encoding="utf-8"))
     ours = {item["method"]: item for item in report["summary"].values() if "notebooks" in item["setting"]}
     assert sorted(ours) == ["embedding", "freeze", "lora", "projection", "zero3"]
     for method, item in ours.items():
-        theirs = bench["summary"][method]
+        theirs = (before if method == "freeze" else bench)["summary"][method]
         assert item["seeds"] == bench["seeds"] == [1, 2, 3]
         assert item["f1"]["mean"] == pytest.approx(theirs["triple_f1"]["mean"], abs=1e-12), method
         assert item["f1"]["std"] == pytest.approx(theirs["triple_f1"]["std"], abs=1e-12), method
@@ -404,7 +409,8 @@ def test_test_split_table_is_the_committed_benchmark(header, bench_file):
     """Each cell of a test-split table is mean ± std of a bench_methods output (3 seeds, one machine each)."""
     bench = json.loads((REPO / "benchmarks" / "results" / bench_file).read_text(encoding="utf-8"))
     rows = table_after(README.read_text(encoding="utf-8"), header)
-    runs = {"LoRA": "lora", "full (ZeRO-3)": "zero3", "Freeze": "freeze", "P-tuning (projection)": "projection",
+    freeze = "Freeze" if bench_file == "methods.json" else "Freeze (top layer)"  # the second machine's predates two
+    runs = {"LoRA": "lora", "full (ZeRO-3)": "zero3", freeze: "freeze", "P-tuning (projection)": "projection",
             "P-tuning (embedding)": "embedding", "base": "base"}
     assert [row[0] for row in rows] == list(runs)
     for name, *cells in rows:
@@ -412,6 +418,38 @@ def test_test_split_table_is_the_committed_benchmark(header, bench_file):
             found = bench["summary"][runs[name]][metric]
             assert close_stat(cell, found["mean"], found["std"]), (name, metric, cell)
     assert len(bench["per_seed"]) == 3 and bench["summary"]["lora"]["triple_f1"]["n"] == 3
+    from published import notebooks_trainable
+
+    trained = {seed["freeze"]["trainable_params"] for seed in bench["per_seed"]}
+    now = notebooks_trainable()["freeze"]
+    assert trained == ({now} if bench_file == "methods.json" else {now // 2})  # its label says which: two layers or one
+
+
+def test_the_benchmark_before_freezes_two_layers_differs_from_todays_in_freeze_alone():
+    """methods_freeze_top1.json (the first machine, Freeze on its top layer) and methods.json (its top two): the same
+    runs of every other method, to the last digit; Freeze trained half as many parameters."""
+    results = REPO / "benchmarks" / "results"
+    before = json.loads((results / FREEZE_TOP1).read_text(encoding="utf-8"))
+    now = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    assert before["seeds"] == now["seeds"]  # (the older file's machine record predates its cpu_model: the figures say it)
+    for old, new in zip(before["per_seed"], now["per_seed"], strict=True):
+        assert old["freeze"]["trainable_params"] * 2 == new["freeze"]["trainable_params"]
+        for method in ("base", "lora", "zero3", "projection", "embedding"):
+            for key in ("triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening", "skills_overall"):
+                assert old[method].get(key) == new[method].get(key), (method, key)
+
+
+def test_freeze_and_full_fine_tuning_give_one_figure_on_both_machines():
+    """Why Freeze's top two layers ship on the first machine's runs alone: on the second machine Freeze (its top
+    layer then) and full fine-tuning gave every figure of the first to the last digit, seed by seed; LoRA did not."""
+    results = REPO / "benchmarks" / "results"
+    first = json.loads((results / FREEZE_TOP1).read_text(encoding="utf-8"))["per_seed"]
+    second = json.loads((results / "methods_epyc.json").read_text(encoding="utf-8"))["per_seed"]
+    keys = ("triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening", "skills_overall", "d2q_rouge-l")
+    for a, b in zip(first, second, strict=True):
+        for method in ("freeze", "zero3"):
+            assert all(a[method][k] == b[method][k] for k in keys), method
+    assert any(a["lora"]["triple_f1"] != b["lora"]["triple_f1"] for a, b in zip(first, second))
 
 
 def test_timings_table_is_the_render_record():
@@ -463,6 +501,7 @@ def test_untrained_words_table_is_the_committed_benchmarks():
     report = json.loads((results / "unseen_words_report.json").read_text(encoding="utf-8"))
     held = json.loads((results / "held_words.json").read_text(encoding="utf-8"))
     methods = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    before = json.loads((results / FREEZE_TOP1).read_text(encoding="utf-8"))
     sweep = json.loads((results / "sweep_budget.json").read_text(encoding="utf-8"))
     assert same_machine(held["machine"], sweep["machine"])  # the first machine's, as the test report's runs
     assert len(report["per_run"]) == 10  # five methods' answers, and the same runs' grounded decoding
@@ -471,7 +510,7 @@ def test_untrained_words_table_is_the_committed_benchmarks():
             continue
         # the very runs of the first machine's test table
         assert len(runs) == 3 and statistics.fmean(r["f1"] for r in runs) == pytest.approx(
-            methods["summary"][label]["triple_f1"]["mean"])
+            (before if label == "freeze" else methods)["summary"][label]["triple_f1"]["mean"])
         assert {(r["n_untrained_read"], r["n_untrained_unread"]) for r in runs} == {(36, 23)}
     text = README.read_text(encoding="utf-8")
     rows = table_after(text, "| method | untrained words (59 triples) |")
@@ -563,3 +602,76 @@ def test_replayed_words_table_is_the_committed_benchmark():
         summary = bench["summary"][f"{name.strip('`')}/{SWEEP_LABELS[method]}"]
         for metric, cell in zip(("valid_f1", "valid_form_f1", "valid_words_f1", "valid_words_recall"), cells, strict=True):
             assert summary[metric]["n"] == 3 and close_stat(cell, summary[metric]["mean"], summary[metric]["std"])
+
+
+def test_shapes_table_is_the_committed_benchmark():
+    """benchmarks/held_words.py's method shapes: each row, mean ± std over its seeds, the label it names, the bold
+    cell the rule's choice per method; the notebooks run Freeze as validation chose and the text quotes it."""
+    from glmlab.loading import build_config
+    from glmlab.notebooks import experiment
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from held_words import SHAPES, method_flags
+
+    held = json.loads((REPO / "benchmarks" / "results" / "held_words.json").read_text(encoding="utf-8"))
+    text = README.read_text(encoding="utf-8")
+    rows = table_after(text, "| method | shape | replay share | seeds | wide F1 |")
+    summary = {(s["method"], s["share"]): s for s in held["summary"]}
+    seen = set()
+    for name, shape, share, seeds, *cells in rows:
+        label = re.match(r"`([\w.-]+)`", shape).group(1)
+        item = summary[(label, float(share))]
+        assert item["of"] == SWEEP_LABELS[name] and int(seeds) == item["seeds"] == 3, (name, shape)
+        keys = ("f1", "f1_word", "recall_held", "recall_other", "f1_form")
+        for key, cell in zip(keys, cells, strict=True):
+            assert close_stat(cell, item[key]["mean"], item[key]["std"]), (label, share, key, cell)
+        pick = held["chosen"][item["of"]]
+        assert cells[0].startswith("**") is ((pick["label"], pick["share"]) == (label, float(share))), (label, share)
+        seen.add(label)
+    assert set(SHAPES) <= seen  # every shape measured is in the table
+    layers = build_config(experiment.resolve_base(None, "glm"), "glm")[0].num_layers
+    methods = experiment.study_methods(layers)
+    assert held["chosen"]["freeze"]["label"] == "freeze-2" and held["chosen"]["freeze"]["share"] == 0
+    assert method_flags("freeze-2", methods, layers)[1] == methods["freeze"]  # the notebooks train what was chosen
+    assert experiment.FREEZE_LAYERS == SHAPES["freeze-2"][1]["freeze_layers"] == 2
+    flat = " ".join(text.split())
+    top1, top2 = summary[("freeze", 0.0)]["f1"], summary[("freeze-2", 0.0)]["f1"]
+    assert (f"**Freeze: its top two layers, by far** ({top2['mean']:.3f} ± {top2['std']:.3f} against "
+            f"{top1['mean']:.3f} ± {top1['std']:.3f} with the top one)") in flat
+    assert (f"three layers score {summary[('freeze-3', 0.0)]['f1']['mean']:.3f}, and the top two at 2e-3 and 1e-2 score "
+            f"{summary[('freeze-2-lr2e-3', 0.0)]['f1']['mean']:.3f} and {summary[('freeze-2-lr1e-2', 0.0)]['f1']['mean']:.3f}") in flat
+    lora = held["chosen"]["lora"]
+    assert lora["label"] == "lora" and f"rank 8 with the 25% replay above stays the best ({lora['f1']:.3f}" in flat
+
+
+def test_freezes_top_two_on_the_test_split_as_the_shapes_section_reports_it():
+    """The shapes section's test-split paragraph: Freeze's two settings from the first machine's benchmarks before
+    and after (methods_freeze_top1.json, methods.json), their untrained words from the two unseen-words analyses, the
+    general skills kept from 06's runs."""
+    results = REPO / "benchmarks" / "results"
+    now = json.loads((results / "methods.json").read_text(encoding="utf-8"))["summary"]
+    before = json.loads((results / FREEZE_TOP1).read_text(encoding="utf-8"))["summary"]
+    words = json.loads((results / "unseen_words.json").read_text(encoding="utf-8"))["summary"]
+    words_before = json.loads((results / "unseen_words_report.json").read_text(encoding="utf-8"))["summary"]
+    held = {(s["method"], s["share"]): s for s in json.loads((results / "held_words.json").read_text(encoding="utf-8"))["summary"]}
+    flat = " ".join(README.read_text(encoding="utf-8").split())
+
+    def f(x: dict) -> str:
+        return f"{x['mean']:.3f} ± {x['std']:.3f}"
+
+    assert words["freeze"]["f1"] == pytest.approx(now["freeze"]["triple_f1"]["mean"])  # the very runs
+    assert words_before["freeze"]["f1"] == pytest.approx(before["freeze"]["triple_f1"]["mean"])
+    assert (f"Freeze on its top two layers scores {f(now['freeze']['triple_f1'])} overall against "
+            f"{f(before['freeze']['triple_f1'])} on its top layer, and {f(now['freeze']['triple_f1_form'])} on unseen forms "
+            f"against {before['freeze']['triple_f1_form']['mean']:.3f}") in flat
+    assert (f"{words['freeze']['recall_untrained_read']:.3f} against {words_before['freeze']['recall_untrained_read']:.3f} "
+            f"(`unseen_words.json`; validation: {held[('freeze-2', 0.0)]['recall_held']['mean']:.3f} against "
+            f"{held[('freeze', 0.0)]['recall_held']['mean']:.3f})") in flat
+    assert (f"the triples with trained words, {words['freeze']['recall_trained_tail']:.3f} against LoRA's "
+            f"{words['lora']['recall_trained_tail']:.3f}") in flat
+    assert (f"it keeps {now['freeze']['skills_overall']['mean']:.3f} of the base's general skills, against "
+            f"{before['freeze']['skills_overall']['mean']:.3f} on its top layer") in flat
+    assert (f"draws level with LoRA overall ({f(now['freeze']['triple_f1'])}) and scores {f(now['freeze']['triple_f1_form'])} "
+            f"on unseen forms, and the best of all on unseen openings ({now['freeze']['triple_f1_opening']['mean']:.3f} "
+            f"against LoRA's {now['lora']['triple_f1_opening']['mean']:.3f})") in flat
+    assert max(now[m]["triple_f1_opening"]["mean"] for m in now) == now["freeze"]["triple_f1_opening"]["mean"]
