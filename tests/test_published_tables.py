@@ -675,3 +675,25 @@ def test_freezes_top_two_on_the_test_split_as_the_shapes_section_reports_it():
             f"on unseen forms, and the best of all on unseen openings ({now['freeze']['triple_f1_opening']['mean']:.3f} "
             f"against LoRA's {now['lora']['triple_f1_opening']['mean']:.3f})") in flat
     assert max(now[m]["triple_f1_opening"]["mean"] for m in now) == now["freeze"]["triple_f1_opening"]["mean"]
+
+
+def test_the_shapes_test_report_is_validations_choice_and_the_committed_file():
+    """held_words.py --report: what validation chose and the notebooks do not run, trained as chosen and scored on
+    the test split; the README's figures are its own and methods.json's for the notebooks' prefix."""
+    results = REPO / "benchmarks" / "results"
+    report = json.loads((results / "held_words_test.json").read_text(encoding="utf-8"))
+    held = json.loads((results / "held_words.json").read_text(encoding="utf-8"))
+    now = json.loads((results / "methods.json").read_text(encoding="utf-8"))["summary"]
+    assert same_machine(report["machine"], held["machine"]) and report["scored_on"] == "spo_test.jsonl"
+    assert report["chosen"] == {"embedding": held["chosen"]["embedding"]}
+    (item,) = report["summary"]
+    assert (item["method"], item["share"], item["seeds"]) == (held["chosen"]["embedding"]["label"], 0.0, [1, 2, 3])
+    runs = [r for r in report["runs"] if r["method"] == item["method"]]
+    assert item["f1"]["mean"] == pytest.approx(statistics.fmean(r["f1"] for r in runs))
+    flat = " ".join(README.read_text(encoding="utf-8").split())
+
+    def f(x: dict) -> str:
+        return f"{x['mean']:.3f} ± {x['std']:.3f}"
+
+    assert (f"32 tokens score {f(item['f1'])} overall and {f(item['f1_by_novelty']['form'])} on unseen forms, against the 16 "
+            f"tokens' {f(now['embedding']['triple_f1'])} and {f(now['embedding']['triple_f1_form'])}") in flat
