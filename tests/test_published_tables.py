@@ -697,3 +697,18 @@ def test_the_shapes_test_report_is_validations_choice_and_the_committed_file():
 
     assert (f"32 tokens score {f(item['f1'])} overall and {f(item['f1_by_novelty']['form'])} on unseen forms, against the 16 "
             f"tokens' {f(now['embedding']['triple_f1'])} and {f(now['embedding']['triple_f1_form'])}") in flat
+
+
+def test_the_second_machines_speed_is_the_benchmarks():
+    """The timings table's "1.53 times slower": the five methods' mean wall times on the two machines, the same jobs
+    (Freeze on its top layer in both files)."""
+    results = REPO / "benchmarks" / "results"
+
+    def seconds(name: str) -> float:
+        summary = json.loads((results / name).read_text(encoding="utf-8"))["summary"]
+        return sum(summary[m]["wall_s"]["mean"] for m in ("freeze", "projection", "embedding", "lora", "zero3"))
+
+    slow, fast = seconds("methods_epyc.json"), seconds(FREEZE_TOP1)
+    flat = " ".join(README.read_text(encoding="utf-8").split())
+    assert (f"runs the same training jobs {slow / fast:.2f} times slower (mean wall time of the five methods' runs, "
+            f"{slow:.0f} s against {fast:.0f} s: `methods_epyc.json`, `{FREEZE_TOP1}`)") in flat
