@@ -675,6 +675,9 @@ def test_freezes_top_two_on_the_test_split_as_the_shapes_section_reports_it():
             f"on unseen forms, and the best of all on unseen openings ({now['freeze']['triple_f1_opening']['mean']:.3f} "
             f"against LoRA's {now['lora']['triple_f1_opening']['mean']:.3f})") in flat
     assert max(now[m]["triple_f1_opening"]["mean"] for m in now) == now["freeze"]["triple_f1_opening"]["mean"]
+    assert (f"validation puts Freeze's held-word recall level with LoRA's, {held[('freeze-2', 0.0)]['recall_held']['mean']:.3f}, "
+            f"and the test's read words at {words['freeze']['recall_untrained_read']:.3f}, below LoRA's "
+            f"{words['lora']['recall_untrained_read']:.3f}") in flat
 
 
 def test_the_shapes_test_report_is_validations_choice_and_the_committed_file():
