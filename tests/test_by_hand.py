@@ -101,7 +101,7 @@ def test_what_trains_is_read_off_the_model(by_hand_run):
     rows = by_hand.trainable_rows(namespace["model"])
     trained = {r["parameters"] for r in rows if r["trains"]}
     assert trained and all(".N." in p for p in trained)
-    assert {r["layers"] for r in rows if r["trains"]} == {"3"}  # the default: the last of the base's 4 layers
+    assert {r["layers"] for r in rows if r["trains"]} == {"2-3"}  # the default: the top two of the base's 4 layers
     assert sum(r["count"] for r in rows) == sum(p.numel() for p in namespace["model"].parameters())
 
 
