@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return row["method"], json.dumps(row["flags"], sort_keys=True), row["share"], row["seed"]
 
     rows = {key(r): r for r in earlier.get("runs", [])} if same else {}
-    notebooks = {label: method_flags(label, methods, num_layers)[1] for label in methods}
+    notebooks = methods  # what each study label runs now: the notebooks' setting is found by these flags
 
     def save() -> dict:
         summary = summarise(list(rows.values()))
