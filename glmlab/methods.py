@@ -102,6 +102,12 @@ def split_names(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
+def top_layers(num_layers: int, top: int) -> str:
+    """``--freeze_module_name`` for the top ``top`` layers of a model of ``num_layers`` (all of them if it has fewer):
+    ``"layers.2.,layers.3."`` for the top two of 4, ``"layers.26.,layers.27."`` of 28."""
+    return ",".join(f"layers.{i}." for i in range(max(num_layers - top, 0), num_layers))
+
+
 def freeze_patterns(text: str) -> list[str]:
     """The patterns of ``--freeze_module_name``; a bare layer index ``27`` becomes ``layers.27.``."""
     return [f"layers.{p}." if p.isdigit() else p for p in split_names(text)]

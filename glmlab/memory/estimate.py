@@ -26,7 +26,7 @@ from glmlab.memory.zero import (
     read_ds_config,
     zero3_gathered_bytes,
 )
-from glmlab.methods import STRATEGIES, get_strategy
+from glmlab.methods import STRATEGIES, get_strategy, top_layers
 from glmlab.models.configuration import ChatGLMConfig
 
 
@@ -216,11 +216,9 @@ def memory_table(
     projection), LoRA (r=8 on query_key_value), all three on ZeRO-2, and full fine-tuning on
     ZeRO-3 with and without offload.
     """
-    last = config.num_layers - 1
     if setups is None:
         setups = [
-            {"label": "freeze (2 layers), ZeRO-2", "method": "freeze", "freeze_module_name": f"layers.{last}.,layers.{last - 1}."
-             if last > 0 else f"layers.{last}."},
+            {"label": "freeze (2 layers), ZeRO-2", "method": "freeze", "freeze_module_name": top_layers(config.num_layers, 2)},
             {"label": "ptuning (16, projection), ZeRO-2", "method": "ptuning", "pre_seq_len": 16, "prefix_projection": True},
             {"label": "ptuning (16, embedding only), ZeRO-2", "method": "ptuning", "pre_seq_len": 16,
              "prefix_projection": False},

@@ -543,9 +543,11 @@ FREEZE_LAYERS = 2
 
 
 def freeze_layers(num_layers: int, top: int = FREEZE_LAYERS) -> str:
-    """``--freeze_module_name`` for the top ``top`` layers of a model of ``num_layers`` (all of them if it has fewer):
-    ``"layers.2.,layers.3."`` for 4 layers, ``"layers.26.,layers.27."`` for 28."""
-    return ",".join(f"layers.{i}." for i in range(max(num_layers - top, 0), num_layers))
+    """Freeze's ``--freeze_module_name`` in the notebooks: the top :data:`FREEZE_LAYERS` layers
+    (:func:`glmlab.methods.top_layers`): ``"layers.2.,layers.3."`` for 4 layers, ``"layers.26.,layers.27."`` for 28."""
+    from glmlab.methods import top_layers
+
+    return top_layers(num_layers, top)
 
 
 def study_methods(num_layers: int) -> dict[str, dict[str, Any]]:
