@@ -24,9 +24,25 @@ keeping a trained word). Each run trains on the training stream without their pa
 (``benchmarks/wide_valid.py``: 250 records in the test split's recipe, with five forms and four openings no file
 uses), where 38 of the 250 records state one of those words (the test split: 58 of its 250). Like the test split's
 words they are ones the base has read (the corpus's copy and reverse skills draw from every part fault) and that
-fine-tuning never writes. Two differences remain, and the file records them: the base read these words more often
-(the corpus's world sentences and fault-kind facts state the training pairs, the test-only ones never), and none of
-them is unread (four of the test split's ten, the performance problems 发软, 距离过长, 缓慢, 无反应, are in no corpus file).
+fine-tuning never writes. Two differences remain: the base read these words *with the very part* that asks for
+them (the corpus's world sentences state every training pair, about 54 clauses each, and the test-only pairs
+almost never: under one), though not more often alone (about 197 and 185 times: ``--corpus``); and none of them is
+unread (four of the test split's ten, the performance problems 发软, 距离过长, 缓慢, 无反应, are in no corpus file).
+
+``--rule unread-pair`` removes the first difference. It holds out the words of validation's own pairs, which no
+corpus sentence states, so that on the wide split a held-out word is also asked for with a part (item) the base
+never read it with, as the test split's read words are (:func:`held_words`). Its runs go to their own folder and
+file (``runs/held_pairs``, ``held_pairs.json``) and measure the held words' recall in those pairs (``unread``) and in
+the training pairs that state the same words (``read``) apart:
+
+    python benchmarks/held_words.py --corpus                          # the corpus counts (held_words_corpus.json)
+    python benchmarks/held_words.py --rule unread-pair --methods lora zero3 freeze projection embedding --shares 0
+    python benchmarks/held_words.py --rule unread-pair --methods freeze-1 lora-r16 embedding-32 --shares 0
+    python benchmarks/held_words.py --rule unread-pair --methods lora zero3 --shares 0.25
+
+Decided before its runs, because its held-word records are the more like the test split's (pairs the corpus states:
+0 against the test's read words' 0.9 per triple, where the one-pair rule's are 54): where the two files choose
+differently for a method, ``held_pairs.json``'s choice is validation's.
 
 Each run is one method at the notebooks' rate and budget (3 epochs) with a share of each epoch replayed from the
 general corpus (:mod:`glmlab.notebooks.replay`, 06's remedy for forgetting; 0 is the run without replay), scored on
@@ -69,6 +85,8 @@ from glmlab import synth  # noqa: E402
 
 HELD_SEED = 17             # the draw of the held-out words (fixed before any run)
 HELD_COUNTS = (6, 4)       # part faults, performance problems: as many of each as the test split's untrained words
+RULES = ("one-pair", "unread-pair")  # how the held-out words are picked (held_words); each writes its own file
+UNREAD_MAX_PAIRS = 2       # unread-pair: a word at most this many training pairs write (fixed before any run)
 SHARES = (0.0, 0.1, 0.25)  # 06's replay shares, and no replay
 DEFAULT_METHODS = ("lora", "zero3")
 # Method shapes the notebooks fixed without a sweep (the original project's recipes, scaled to 4 layers), and the
@@ -84,6 +102,9 @@ SHAPES = {
     "freeze-3": ("freeze", {"freeze_layers": 3}),
     "freeze-2-lr2e-3": ("freeze", {"freeze_layers": 2, "learning_rate": 2e-3}),
     "freeze-2-lr1e-2": ("freeze", {"freeze_layers": 2, "learning_rate": 1e-2}),
+    # added with the unread-pair rule (before any of its runs): Freeze's top layer, the notebooks' until the one-pair
+    # rule chose its top two (the study label "freeze" is the top two now)
+    "freeze-1": ("freeze", {"freeze_layers": 1}),
     "projection-32": ("projection", {"pre_seq_len": 32}),              # a prefix twice as long
     "embedding-32": ("embedding", {"pre_seq_len": 32}),
 }
@@ -104,15 +125,35 @@ def method_flags(label: str, methods: dict[str, dict], num_layers: int) -> tuple
     return of, flags
 
 
-def held_words(seed: int = 0) -> tuple[str, ...]:
-    """The held-out words: drawn with :data:`HELD_SEED` from the fault (then problem) words of exactly one training
-    pair and of no validation pair, skipping a word whose part (item) would be left with no trained word."""
+def held_words(seed: int = 0, rule: str = "one-pair") -> tuple[str, ...]:
+    """The held-out words of ``rule`` (:data:`RULES`).
+
+    ``one-pair`` (the first rule): drawn with :data:`HELD_SEED` from the fault (then problem) words of exactly one
+    training pair and of no validation pair, skipping a word whose part (item) would be left with no trained word.
+
+    ``unread-pair``: the words of validation's own pairs, which no corpus sentence states (so the base has read each
+    word, in the training pairs its world sentences state, but never with that part or item), that at most
+    :data:`UNREAD_MAX_PAIRS` training pairs write and that are no word of both a part fault and a problem, skipping
+    a word whose part (item) would be left with no trained word; sorted within part faults, then problems. On the
+    wide split the records that state one of them in a validation pair ask what the test split's untrained words
+    the base has read ask: a read word, in a pair the base never read, that no training answer writes."""
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r}: one of {', '.join(RULES)}")
     train_pairs, _, train_perf, _ = synth.spo_split(seed)
     valid_parts, valid_perf = synth.valid_pairs()
     in_valid = {w for _, w in valid_parts + valid_perf}
     both = {f for _, f in train_pairs} & {b for _, b in train_perf}  # a word of a part fault and a problem
-    rng = random.Random(HELD_SEED)
     held: list[str] = []
+    if rule == "unread-pair":
+        for pairs, own in ((train_pairs, valid_parts), (train_perf, valid_perf)):
+            left = Counter(head for head, _ in pairs)  # trained words per part (item)
+            for word in sorted({w for _, w in own} - both):
+                heads = [h for h, w in pairs if w == word]
+                if 0 < len(heads) <= UNREAD_MAX_PAIRS and all(left[h] > heads.count(h) for h in heads):
+                    held.append(word)
+                    left.subtract(heads)
+        return tuple(held)
+    rng = random.Random(HELD_SEED)
     for pairs, count in zip((train_pairs, train_perf), HELD_COUNTS):
         uses = Counter(w for _, w in pairs)
         words = sorted(w for w, n in uses.items() if n == 1 and w not in in_valid and w not in both)
@@ -128,25 +169,47 @@ def held_words(seed: int = 0) -> tuple[str, ...]:
     return tuple(held)
 
 
-def split(exclude: set[str] | None = None) -> list[dict]:
-    """The wide validation split (``wide_valid.records``, leaving out ``exclude``, by default ``wide_valid.synth_inputs``),
-    each record's ``kinds`` extended with ``word`` when it states a held-out word."""
-    from wide_valid import records, synth_inputs
-
-    words = set(held_words())
+def unread_triples(record: dict, words: set[str] | frozenset[str]) -> list[str]:
+    """The record's triples whose word is one of ``words`` said of a part (item) in one of validation's own pairs
+    (:func:`glmlab.synth.valid_pairs`): pairs no corpus sentence states."""
+    own = {f"{h}_{w}" for h, w in synth.valid_pairs()[0] + synth.valid_pairs()[1]}
     out = []
-    for record in records(exclude=synth_inputs() if exclude is None else exclude):
-        said = {t.rsplit("_", 1)[-1] for t in record["output"].split("\n") if t}
-        out.append({**record, "kinds": record["kinds"] + (["word"] if said & words else [])})
+    for triple in (t for t in record["output"].split("\n") if t):
+        head, _, word = triple.split("_")
+        if word in words and f"{head}_{word}" in own:
+            out.append(triple)
     return out
 
 
-def held_recall(samples: list[dict], predictions: list[str], held: bool) -> float:
-    """The share of the references' triples whose word is (``held``) or is not a held-out word that the
-    predictions hold."""
-    words = set(held_words())
+def split(exclude: set[str] | None = None, rule: str = "one-pair") -> list[dict]:
+    """The wide validation split (``wide_valid.records``, leaving out ``exclude``, by default ``wide_valid.synth_inputs``),
+    each record's ``kinds`` extended with ``word`` when it states a held-out word of ``rule``, and with ``unread``
+    when it states one in one of validation's own pairs (:func:`unread_triples`; under ``unread-pair`` only, whose
+    words those pairs hold)."""
+    from wide_valid import records, synth_inputs
+
+    words = set(held_words(rule=rule))
+    out = []
+    for record in records(exclude=synth_inputs() if exclude is None else exclude):
+        said = {t.rsplit("_", 1)[-1] for t in record["output"].split("\n") if t}
+        kinds = ["word"] if said & words else []
+        if rule == "unread-pair" and unread_triples(record, words):
+            kinds.append("unread")
+        out.append({**record, "kinds": record["kinds"] + kinds})
+    return out
+
+
+def held_recall(samples: list[dict], predictions: list[str], held: bool, rule: str = "one-pair",
+                pairs: str | None = None) -> float:
+    """The share of the references' triples whose word is (``held``) or is not a held-out word of ``rule`` that the
+    predictions hold; of the held ones, with ``pairs`` ``"unread"`` only those in validation's own pairs, with
+    ``"read"`` only the others (pairs the corpus states)."""
+    words = set(held_words(rule=rule))
     gold = [(i, t) for i, s in enumerate(samples) for t in s["output"].split("\n")
             if t and (t.rsplit("_", 1)[-1] in words) == held]
+    if pairs is not None:
+        unread = {(i, t) for i, s in enumerate(samples) for t in unread_triples(s, words)}
+        gold = [g for g in gold if (g in unread) == (pairs == "unread")]
     return sum(t in predictions[i].split("\n") for i, t in gold) / len(gold)
 
 
@@ -155,8 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="study_methods or SHAPES labels")
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES), help="replay shares (0: none)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 2, 3])
-    parser.add_argument("--runs_dir", default=str(REPO / "runs" / "held_words"))
-    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "held_words.json"))
+    parser.add_argument("--rule", default="one-pair", choices=RULES,
+                        help="how the held-out words are picked (held_words); unread-pair writes held_pairs.json")
+    parser.add_argument("--runs_dir", default=None, help="default: runs/held_words (unread-pair: runs/held_pairs)")
+    parser.add_argument("--json", default=None,
+                        help="default: benchmarks/results/held_words.json (unread-pair: held_pairs.json)")
+    parser.add_argument("--corpus", action="store_true",
+                        help="print how often the general corpus states each rule's held-out words and their pairs, and "
+                             "the test split's untrained ones, into --corpus_json; trains nothing")
+    parser.add_argument("--corpus_json", default=str(REPO / "benchmarks" / "results" / "held_words_corpus.json"))
     parser.add_argument("--report", action="store_true",
                         help="train what --json chose on the shipped training data and score the test split (reporting only)")
     parser.add_argument("--report_methods", nargs="+", default=None,
@@ -164,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report_seeds", type=int, nargs="+", default=[1, 2, 3], help="with --report: bench_methods.py's")
     parser.add_argument("--report_json", default=str(REPO / "benchmarks" / "results" / "held_words_test.json"))
     args = parser.parse_args(argv)
+    name = "held_words" if args.rule == "one-pair" else "held_pairs"
+    args.runs_dir = args.runs_dir or str(REPO / "runs" / name)
+    args.json = args.json or str(REPO / "benchmarks" / "results" / f"{name}.json")
+    if args.corpus:
+        return corpus(args.corpus_json)
     if args.report:
         return report(args, argv)
     bad = [s for s in args.shares if not 0 <= s < 1]
@@ -185,11 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.methods if m not in methods and m not in SHAPES]
     if unknown:
         raise SystemExit(f"held_words.py: --methods {unknown[0]!r}: one of {', '.join([*methods, *SHAPES])}")
-    words = held_words()
+    words = held_words(rule=args.rule)
     train = synth.spo_train_records(held_words=frozenset(words))
     said = {t.rsplit("_", 1)[-1] for r in train for t in r["output"].split("\n")}
     assert not said & set(words), "a held-out word is in a training answer"
-    records = split()  # the very split wide_valid.py scores (its forms and openings checked new first)
+    records = split(rule=args.rule)  # the very split wide_valid.py scores (its forms and openings checked new first)
     trained = {r["input"] for r in train} & {r["input"] for r in records}
     if trained:
         raise SystemExit(f"held_words.py: {len(trained)} wide-split record(s) are training records: {sorted(trained)[0]}")
@@ -197,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     train_path, valid_path = runs_dir / "spo_train_held.jsonl", runs_dir / "wide_valid.jsonl"
     write_jsonl(train_path, train)
     write_jsonl(valid_path, [{k: v for k, v in r.items() if k != "kinds"} for r in records])
-    counts = {kind: sum(kind in r["kinds"] for r in records) for kind in ("pair", "word", "form", "opening")}
+    counts = {kind: sum(kind in r["kinds"] for r in records) for kind in KINDS[args.rule]}
     digest = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in (train_path, valid_path)}
     measured_on = machine()
     identity = {"held_words": list(words), "records": len(records), "kinds": counts, "digests": digest,
                 "forms": list(FORMS), "openings": list(OPENINGS), "base_weights": experiment.weights_digest(base),
-                "machine": measured_on}
+                "machine": measured_on, **({"rule": args.rule} if args.rule != "one-pair" else {})}
     print(f"held-out words: {'、'.join(words)}; wide split {len(records)} records ({counts}); "
           f"{len(train)} training records without their pairs", flush=True)
 
@@ -249,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     prefix = "" if way == "model" else f"{way}_"
                     item.update({f"{prefix}f1": f1(None), **{f"{prefix}f1_{kind}": f1(kind) for kind in ("word", "form", "opening")},
-                                 f"{prefix}recall_held": held_recall(records, written, True),
-                                 f"{prefix}recall_other": held_recall(records, written, False)})
+                                 f"{prefix}recall_held": held_recall(records, written, True, args.rule),
+                                 f"{prefix}recall_other": held_recall(records, written, False, args.rule)})
+                    if args.rule == "unread-pair":
+                        item.update({f"{prefix}recall_{pairs}": held_recall(records, written, True, args.rule, pairs)
+                                     for pairs in ("unread", "read")})
                 item["wall_s"] = round(time.perf_counter() - start, 1)
                 rows[key(item)] = item
                 save()  # a finished run is kept if a later one fails
@@ -259,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{item['filter_f1']:.3f}, decode {item['decode_f1']:.3f}", flush=True)
     record = save()
     columns = (("f1", "F1"), ("f1_word", "word records"), ("f1_form", "held-out form"), ("recall_held", "held recall"),
+               *((("recall_unread", "unread pairs"), ("recall_read", "read pairs")) if args.rule == "unread-pair" else ()),
                ("recall_other", "other recall"), ("filter_f1", "filter F1"), ("decode_f1", "decode F1"))
     print(f"\n{'method':<13} {'share':>5} {'seeds':>5} " + " ".join(f"{title:>14}" for _, title in columns))
     for s in record["summary"]:
@@ -267,6 +346,70 @@ def main(argv: list[str] | None = None) -> int:
     for label, pick in record["chosen"].items():
         print(f"{label}: validation's choice {pick['label']}, share {pick['share']:g} (mean F1 {pick['f1']:.3f}; "
               f"the notebooks' {label} without replay {pick['f1_none']:.3f})")
+    print("wrote", output)
+    return 0
+
+
+def corpus(path: str | Path) -> int:
+    """``--corpus``: how often the shipped bases' general corpus (``glmlab.notebooks.pretrained.CORPUS``) holds each
+    held-out word of each rule and states it with the part (item) of each triple that asks for it on the wide split,
+    beside the test split's triples whose word no training answer writes. A word's count is its occurrences in the
+    corpus's inputs and outputs; a pair's, the clauses (cut at 。，；、 and line breaks) that hold both. Per group:
+    the mean over the triples that ask for it. Written to ``path``; trains nothing (seconds)."""
+    import re
+
+    from glmlab.notebooks.pretrained import CORPUS
+
+    train, _ = synth.general_corpus(**CORPUS)
+    texts = [t for sample in train for t in (sample["input"], sample["output"])]
+    clauses = [c for t in texts for c in re.split(r"[。，；、\n]", t) if c]
+    word_count = Counter()
+    for word in {w for rule in RULES for w in held_words(rule=rule)} | set(synth._untrained_words(0)):
+        word_count[word] = sum(t.count(word) for t in texts)
+
+    def rows(records: list[dict], words: set[str], kind) -> list[dict]:
+        asked = Counter(t for r in records for t in r["output"].split("\n") if t and t.rsplit("_", 1)[-1] in words)
+        out = []
+        for triple, n in sorted(asked.items()):
+            head, _, word = triple.split("_")
+            out.append({"triple": triple, "triples": n, "group": kind(triple, word), "word_in_corpus": word_count[word],
+                        "pair_in_corpus": sum(head in c and word in c for c in clauses)})
+        return out
+
+    record: dict = {"command": "python benchmarks/held_words.py --corpus", "corpus": CORPUS, "clauses": len(clauses),
+                    "rules": {}}
+    for rule in RULES:
+        words = set(held_words(rule=rule))
+        records = split(rule=rule)
+        unread = {t for r in records for t in unread_triples(r, words)}
+        record["rules"][rule] = {"words": list(held_words(rule=rule)), "triples": rows(
+            records, words, lambda triple, word: "validation pair" if triple in unread else "training pair")}
+    read = set(synth.word_pool("parts"))
+    record["test"] = {"words": sorted(synth._untrained_words(0)), "triples": rows(
+        synth.spo_data()[1], set(synth._untrained_words(0)),
+        lambda triple, word: "read word" if word in read else "unread word")}
+
+    def groups(part: dict) -> dict:
+        out = {}
+        for group in dict.fromkeys(r["group"] for r in part["triples"]):
+            mine = [r for r in part["triples"] if r["group"] == group]
+            n = sum(r["triples"] for r in mine)
+            out[group] = {"triples": n, **{k: round(sum(r[k] * r["triples"] for r in mine) / n, 1)
+                                           for k in ("word_in_corpus", "pair_in_corpus")},
+                          "pair_in_corpus_max": max(r["pair_in_corpus"] for r in mine),
+                          "pair_in_corpus_min": min(r["pair_in_corpus"] for r in mine)}
+        return out
+
+    record["summary"] = {**{f"wide split, {rule}": groups(part) for rule, part in record["rules"].items()},
+                         "test split": groups(record["test"])}
+    print(f"{'split, held words':<28} {'group':<16} {'triples':>7} {'word in corpus':>15} {'pair in corpus (min-max)':>25}")
+    for name, by_group in record["summary"].items():
+        for group, g in by_group.items():
+            print(f"{name:<28} {group:<16} {g['triples']:>7} {g['word_in_corpus']:>15.1f} "
+                  f"{g['pair_in_corpus']:>12.1f} ({g['pair_in_corpus_min']}-{g['pair_in_corpus_max']})")
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print("wrote", output)
     return 0
 
@@ -352,6 +495,10 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 FIGURES = ("f1", "f1_word", "f1_form", "f1_opening", "recall_held", "recall_other", "filter_f1", "filter_f1_word",
            "filter_f1_form", "filter_recall_held", "decode_f1", "decode_f1_word", "decode_f1_form", "decode_recall_held")
+# unread-pair's runs also measure the held words' recall in validation's own pairs and in the others
+PAIR_FIGURES = ("recall_unread", "recall_read", "filter_recall_unread", "filter_recall_read", "decode_recall_unread",
+                "decode_recall_read")
+KINDS = {"one-pair": ("pair", "word", "form", "opening"), "unread-pair": ("pair", "word", "unread", "form", "opening")}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -364,7 +511,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     for method, flags, share in dict.fromkeys(group(r) for r in rows):
         mine = [r for r in rows if group(r) == (method, flags, share)]
         out.append({"method": method, "of": mine[0].get("of", method), **({"flags": json.loads(flags)} if flags != "null" else {}),
-                    "share": share, "seeds": len(mine), **{k: stat([r[k] for r in mine]) for k in FIGURES}})
+                    "share": share, "seeds": len(mine),
+                    **{k: stat([r[k] for r in mine]) for k in FIGURES + PAIR_FIGURES if k in mine[0]}})
     return out
 
 

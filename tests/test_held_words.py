@@ -159,3 +159,80 @@ def test_the_notebooks_setting_is_found_by_its_flags_whatever_its_label():
     chosen = held.choose(summary, {"freeze": top2})
     assert chosen == {"freeze": {"label": "freeze-2", "share": 0.0, "f1": pytest.approx(0.91), "f1_none": pytest.approx(0.91)}}
     assert held.choose(summary[:2], {"freeze": top1})["freeze"]["f1_none"] == pytest.approx(0.76)  # before the change
+
+
+# ---------------------------------------------------------------------------------------------- the unread-pair rule
+def test_the_unread_pair_rule_holds_out_read_words_of_validations_own_pairs():
+    """unread-pair: the words of validation's own pairs (which no corpus sentence states) that at most
+    UNREAD_MAX_PAIRS training pairs write, no word of both a part fault and a problem, every part and item keeping a
+    trained word; a function of the rule only, and not the one-pair rule's words."""
+    words = held.held_words(rule="unread-pair")
+    train_pairs, _, train_perf, _ = synth.spo_split(0)
+    valid_parts, valid_perf = synth.valid_pairs()
+    assert set(words) <= {w for _, w in valid_parts + valid_perf}
+    uses = Counter(w for _, w in train_pairs + train_perf)
+    assert all(1 <= uses[w] <= held.UNREAD_MAX_PAIRS for w in words)
+    both = {f for _, f in train_pairs} & {b for _, b in train_perf}
+    assert not set(words) & both
+    for pairs in (train_pairs, train_perf):
+        assert {h for h, _ in pairs} == {h for h, w in pairs if w not in words}
+    # every candidate the rule passed over is written by too many training pairs or is a word of both kinds
+    for word in {w for _, w in valid_parts + valid_perf} - set(words):
+        assert word in both or uses[word] > held.UNREAD_MAX_PAIRS
+    assert len(words) == len(set(words)) >= 8 and not set(words) & set(held.held_words())
+    assert held.held_words(rule="unread-pair") == words
+    with pytest.raises(ValueError, match="rule 'bogus': one of one-pair, unread-pair"):
+        held.held_words(rule="bogus")
+    train = synth.spo_train_records(held_words=frozenset(words))
+    said = {t.rsplit("_", 1)[-1] for r in train for t in r["output"].split("\n") if t}
+    assert not said & set(words) and len(train) == synth.Sizes().n_spo_train
+
+
+def test_unread_triples_are_the_held_words_in_validations_own_pairs():
+    words = set(held.held_words(rule="unread-pair"))
+    (part, word), = [(p, w) for p, w in synth.valid_pairs()[0] if w in words][:1]
+    trained_head = next(h for h, w in synth.spo_split(0)[0] if w == word)
+    record = {"output": f"{part}_部件故障_{word}\n{trained_head}_部件故障_{word}\n水泵_部件故障_漏水"}
+    assert held.unread_triples(record, words) == [f"{part}_部件故障_{word}"]
+    assert held.unread_triples(record, set()) == []
+    predictions = [f"{part}_部件故障_{word}\n水泵_部件故障_异响"]
+    assert held.held_recall([record], predictions, True, "unread-pair", "unread") == 1.0
+    assert held.held_recall([record], predictions, True, "unread-pair", "read") == 0.0
+    assert held.held_recall([record], predictions, True, "unread-pair") == 0.5
+    assert held.held_recall([record], predictions, False, "unread-pair") == 0.0
+
+
+def test_the_wide_split_marks_the_records_that_state_a_held_word_in_an_unread_pair():
+    words = set(held.held_words(rule="unread-pair"))
+    records = held.split(rule="unread-pair")
+    assert [r["input"] for r in records] == [r["input"] for r in held.split()]  # the same 250 records
+    for record in records:
+        tails = {t.rsplit("_", 1)[-1] for t in record["output"].split("\n")}
+        assert ("word" in record["kinds"]) == bool(tails & words)
+        assert ("unread" in record["kinds"]) == bool(held.unread_triples(record, words))
+    assert not any("unread" in r["kinds"] for r in held.split())  # the one-pair rule's words are in no validation pair
+    unread = sum(len(held.unread_triples(r, words)) for r in records)
+    assert unread >= 59, unread  # at least as many triples as the test split's untrained words (59)
+
+
+def test_the_corpus_states_the_one_pair_words_pairs_and_neither_validations_nor_the_tests(tmp_path):
+    """--corpus: the words are read about as often under every rule and on the test split; the pairs are not. The
+    committed file is what the command writes."""
+    path = tmp_path / "corpus.json"
+    assert held.main(["--corpus", "--corpus_json", str(path)]) == 0
+    record = json.loads(path.read_text(encoding="utf-8"))
+    committed = REPO / "benchmarks" / "results" / "held_words_corpus.json"
+    assert json.loads(committed.read_text(encoding="utf-8")) == record
+    one = [r for r in record["rules"]["one-pair"]["triples"]]
+    assert {r["group"] for r in one} == {"training pair"} and min(r["pair_in_corpus"] for r in one) >= 30
+    unread = [r for r in record["rules"]["unread-pair"]["triples"] if r["group"] == "validation pair"]
+    assert unread and all(r["pair_in_corpus"] == 0 for r in unread)
+    test = record["test"]["triples"]
+    assert sum(r["triples"] for r in test) == 59
+    assert all(r["pair_in_corpus"] <= 4 for r in test if r["group"] == "read word")
+    assert all(r["word_in_corpus"] == 0 for r in test if r["group"] == "unread word")
+    words = {g: s["word_in_corpus"] for g, s in record["summary"]["test split"].items()}
+    assert 100 < words["read word"] < 300
+    for name in ("wide split, one-pair", "wide split, unread-pair"):
+        for group in record["summary"][name].values():
+            assert 0.5 < group["word_in_corpus"] / words["read word"] < 2  # within a factor of two of the test's
