@@ -216,8 +216,8 @@ def test_the_wide_split_marks_the_records_that_state_a_held_word_in_an_unread_pa
 
 
 def test_the_corpus_states_the_one_pair_words_pairs_and_neither_validations_nor_the_tests(tmp_path):
-    """--corpus: the words are read about as often under every rule and on the test split; the pairs are not. The
-    committed file is what the command writes."""
+    """--corpus: the words are read about as often under every rule and on the test split; the pairs are not, nor
+    are the test's words said of any part. The committed file is what the command writes."""
     path = tmp_path / "corpus.json"
     assert held.main(["--corpus", "--corpus_json", str(path)]) == 0
     record = json.loads(path.read_text(encoding="utf-8"))
@@ -229,10 +229,31 @@ def test_the_corpus_states_the_one_pair_words_pairs_and_neither_validations_nor_
     assert unread and all(r["pair_in_corpus"] == 0 for r in unread)
     test = record["test"]["triples"]
     assert sum(r["triples"] for r in test) == 59
-    assert all(r["pair_in_corpus"] <= 4 for r in test if r["group"] == "read word")
+    assert all(r["pair_in_corpus"] <= 4 and r["word_said_of_a_part"] <= 4 for r in test if r["group"] == "read word")
+    # every rule's held words are said of some part in the corpus (the test's read words are not): the difference
+    # that neither rule removes
+    assert all(r["word_said_of_a_part"] >= 30 for rule in held.RULES for r in record["rules"][rule]["triples"])
     assert all(r["word_in_corpus"] == 0 for r in test if r["group"] == "unread word")
     words = {g: s["word_in_corpus"] for g, s in record["summary"]["test split"].items()}
     assert 100 < words["read word"] < 300
     for name in ("wide split, one-pair", "wide split, unread-pair"):
         for group in record["summary"][name].values():
             assert 0.5 < group["word_in_corpus"] / words["read word"] < 2  # within a factor of two of the test's
+
+
+def test_the_committed_unread_pair_run_is_its_rule_and_split():
+    path = REPO / "benchmarks" / "results" / "held_pairs.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["rule"] == "unread-pair" and record["held_words"] == list(held.held_words(rule="unread-pair"))
+    records = held.split(rule="unread-pair")
+    assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in held.KINDS["unread-pair"]}
+    assert record["summary"] == held.summarise(record["runs"])
+    from glmlab.loading import build_config
+    from glmlab.notebooks import experiment
+
+    layers = build_config(experiment.resolve_base(None, "glm"), "glm")[0].num_layers
+    methods = experiment.study_methods(layers)
+    assert record["notebooks"] == methods and record["chosen"] == held.choose(record["summary"], methods)
+    assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1] for r in record["runs"])
+    assert all(set(held.PAIR_FIGURES) <= set(r) for r in record["runs"])
+    assert record["base_weights"] == experiment.weights_digest(experiment.resolve_base(None, "glm"))
