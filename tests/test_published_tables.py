@@ -866,6 +866,7 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     lora = summary[("lora-r16", 0.25)]["f1_by_novelty"]["form"]["mean"]
     assert f"({lora:.3f} against {replay['lora-replay25']['f1_form']:.3f} with the same replay)" in flat
     assert f"full fine-tuning with it {replay['full-replay25']['f1_form']:.3f}." in flat
+    assert f"Freeze's general skills ({now['freeze']['skills_overall']['mean']:.3f} without it)" in flat
     projection = summary[("projection-32", 0.0)]["f1_by_novelty"]["form"]["mean"]
     assert f"({projection:.3f} against {now['projection']['triple_f1_form']['mean']:.3f})" in flat
     one = {(s["method"], s["share"]): s for s in json.loads((results / "held_words.json").read_text(encoding="utf-8"))["summary"]}
