@@ -431,8 +431,10 @@ def corpus(path: str | Path) -> int:
 def report(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``--report``: each method whose choice in ``--json`` is not the notebooks' setting, trained as chosen (its shape,
     its replay share) on the shipped training stream with ``--report_seeds`` and scored on the test split: F1 overall
-    and per kind of novelty, mean ± std. Nothing here feeds back into a choice; the choice must have been made on this
-    machine and base. Resumable: runs already in ``--report_json`` (this machine, these weights) are kept."""
+    and per kind of novelty, and the general skills kept (the exact-match accuracy on 06's general probes), mean ± std.
+    Nothing here feeds back into a choice; the choice must have been made on this machine and base. Resumable: runs
+    already in ``--report_json`` (this machine, these weights) are kept, and a kept run that measured no skills (runs
+    from before they were measured) has them measured on its last checkpoint, where its folder is still there."""
     import torch
 
     from bench_methods import earlier_runs
@@ -465,6 +467,10 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
     output = Path(args.report_json)
     rows = list(earlier_runs(output, measured_on, "held_words.py")["runs"])
     train_path, test_path = experiment.data_path("spo_train"), experiment.data_path("spo_test")
+    probes = experiment.general_probes()
+
+    def folder(label: str, share: float, seed: int) -> Path:
+        return Path(args.runs_dir) / "report" / f"share{share:g}" / f"seed{seed}" / label
 
     def save() -> list[dict]:
         summary = []
@@ -472,7 +478,9 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
             mine = [r for r in rows if (r["method"], r["share"]) == (label, share)]
             summary.append({"method": label, "of": mine[0]["of"], "share": share, "seeds": sorted(r["seed"] for r in mine),
                             "f1": stat([r["f1"] for r in mine]),
-                            "f1_by_novelty": {k: stat([r["f1_by_novelty"][k] for r in mine]) for k in mine[0]["f1_by_novelty"]}})
+                            "f1_by_novelty": {k: stat([r["f1_by_novelty"][k] for r in mine]) for k in mine[0]["f1_by_novelty"]},
+                            **({"skills_overall": stat([r["skills_overall"] for r in mine])}
+                               if all("skills_overall" in r for r in mine) else {})})
         record = {"command": " ".join(["python benchmarks/held_words.py", *(argv if argv is not None else sys.argv[1:])]),
                   "chosen_by": source.name, "chosen": picks, "scored_on": test_path.name, "base_weights": weights,
                   "machine": measured_on, "summary": summary, "runs": rows}
@@ -490,19 +498,33 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
                 continue
             setup = experiment.Setup(model_dir=str(base), mode="glm", train_path=replay_spec(train_path, share),
                                      test_path=str(test_path), nproc=2, seed=seed, num_train_epochs=3,
-                                     output_dir=str(Path(args.runs_dir) / "report" / f"share{share:g}" / f"seed{seed}"))
+                                     output_dir=str(folder(label, share, seed).parent))
             start = time.perf_counter()
-            result = experiment.run_method(label, flags, setup)
+            result = experiment.run_method(label, flags, setup, probes=probes)
             rows.append({"method": label, "of": of, "flags": flags, "share": share, "seed": seed, "base_weights": weights,
                          "f1": result["f1"], "f1_by_novelty": {k: v["f1"] for k, v in result["f1_by_novelty"].items()},
+                         "skills_overall": result["skills"]["overall"],
                          "final_loss": result["final_loss"], "wall_s": round(time.perf_counter() - start, 1)})
             save()
+    from glmlab.checkpoint import latest_checkpoint
+
+    for row in rows:  # kept runs from before the skills were measured: on their last checkpoint, where it is still there
+        where = folder(row["method"], row["share"], row["seed"])
+        if "skills_overall" in row or not where.is_dir():
+            continue
+        model, tokenizer, mode = experiment.load(latest_checkpoint(where))
+        row["skills_overall"] = experiment.probe_skills(model, tokenizer, mode, probes)["overall"]
+        print(f"{row['method']} share {row['share']:g} seed {row['seed']}: general skills {row['skills_overall']:.3f} "
+              f"({where})", flush=True)
+        save()
     summary = save()
     print(f"\ntest split ({test_path.name}; reported only), chosen on the wide split with held-out words ({source.name}):")
     for item in summary:
         kinds = "  ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in item["f1_by_novelty"].items())
+        skills = (f"  skills {item['skills_overall']['mean']:.3f} ± {item['skills_overall']['std']:.3f}"
+                  if "skills_overall" in item else "")
         print(f"{item['method']:<13} share {item['share']:g}, seeds {item['seeds']}: F1 {item['f1']['mean']:.3f} ± "
-              f"{item['f1']['std']:.3f}  {kinds}")
+              f"{item['f1']['std']:.3f}  {kinds}{skills}")
     print("wrote", output)
     return 0
 

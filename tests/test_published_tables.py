@@ -849,7 +849,8 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     for name, *cells in rows:
         item = summary[labels[name]]
         assert item["seeds"] == [1, 2, 3]
-        values = (item["f1"], item["f1_by_novelty"]["form"], item["f1_by_novelty"]["pair"], item["f1_by_novelty"]["opening"])
+        values = (item["f1"], item["f1_by_novelty"]["form"], item["f1_by_novelty"]["pair"], item["f1_by_novelty"]["opening"],
+                  item["skills_overall"])
         for cell, value in zip(cells, values, strict=True):
             assert close_stat(cell, value["mean"], value["std"]), (name, cell)
     flat = " ".join(text.split())
@@ -866,7 +867,10 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     lora = summary[("lora-r16", 0.25)]["f1_by_novelty"]["form"]["mean"]
     assert f"({lora:.3f} against {replay['lora-replay25']['f1_form']:.3f} with the same replay)" in flat
     assert f"full fine-tuning with it {replay['full-replay25']['f1_form']:.3f}." in flat
-    assert f"Freeze's general skills ({now['freeze']['skills_overall']['mean']:.3f} without it)" in flat
+    kept = freeze["skills_overall"]
+    assert (f"With it Freeze keeps {kept['mean']:.3f} ± {kept['std']:.3f} of the base's general skills, against "
+            f"{now['freeze']['skills_overall']['mean']:.3f} without it") in flat
+    assert all("skills_overall" in r for r in report["runs"])
     projection = summary[("projection-32", 0.0)]["f1_by_novelty"]["form"]["mean"]
     assert f"({projection:.3f} against {now['projection']['triple_f1_form']['mean']:.3f})" in flat
     one = {(s["method"], s["share"]): s for s in json.loads((results / "held_words.json").read_text(encoding="utf-8"))["summary"]}
@@ -878,6 +882,7 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     assert more["chosen"] == {"freeze": report["chosen"]["freeze"]} and more["command"].endswith(
         "--report_seeds 4 5 6 --report_json benchmarks/results/held_pairs_test_seeds456.json")
     later = [r["f1_by_novelty"]["form"] for r in more["runs"]]
+    assert all(r["skills_overall"] > 0.8 for r in more["runs"])  # the replay keeps the skills on these seeds too
     assert [r["seed"] for r in more["runs"]] == [4, 5, 6] and all(r["method"] == "freeze" and r["share"] == 0.25 for r in more["runs"])
     both = seeds + later
     assert (f"score {later[0]:.3f}, {later[1]:.3f} and {later[2]:.3f} on unseen forms ({statistics.fmean(later):.3f} ± "
