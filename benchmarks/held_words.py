@@ -46,9 +46,10 @@ the training pairs that state the same words (``read``) apart:
     python benchmarks/held_words.py --rule unread-pair --methods freeze lora-r16 --shares 0.25
     python benchmarks/held_words.py --rule unread-pair --report --report_methods lora freeze projection   # the test split
 
-(48 runs, 50 minutes on 2 cores; the report, 9 runs, 10 minutes.) Decided before its runs, because its held-word records are the more like the test split's (pairs the corpus states:
-0 against the test's read words' 0.9 per triple, where the one-pair rule's are 54): where the two files choose
-differently for a method, ``held_pairs.json``'s choice is validation's.
+(48 runs, 50 minutes on 2 cores; the report, 9 runs, 10 minutes.) Decided before its runs, because its held-word
+records are the more like the test split's (pairs the corpus states: 0 against the test's read words' 0.9 per
+triple, where the one-pair rule's are 54): where the two files choose differently for a method,
+``held_pairs.json``'s choice is validation's.
 
 Each run is one method at the notebooks' rate and budget (3 epochs) with a share of each epoch replayed from the
 general corpus (:mod:`glmlab.notebooks.replay`, 06's remedy for forgetting; 0 is the run without replay), scored on
@@ -438,6 +439,7 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
     import torch
 
     from bench_methods import earlier_runs
+    from glmlab.checkpoint import latest_checkpoint
     from glmlab.loading import build_config
     from glmlab.notebooks import experiment
     from glmlab.notebooks.replay import replay_spec
@@ -506,8 +508,6 @@ def report(args: argparse.Namespace, argv: list[str] | None) -> int:
                          "skills_overall": result["skills"]["overall"],
                          "final_loss": result["final_loss"], "wall_s": round(time.perf_counter() - start, 1)})
             save()
-    from glmlab.checkpoint import latest_checkpoint
-
     for row in rows:  # kept runs from before the skills were measured: on their last checkpoint, where it is still there
         where = folder(row["method"], row["share"], row["seed"])
         if "skills_overall" in row or not where.is_dir():

@@ -125,23 +125,31 @@ def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
         held.main(["--report", "--json", "/nonexistent/x.json"])
 
 
-def test_the_committed_run_is_this_rule_and_split():
-    path = REPO / "benchmarks" / "results" / "held_words.json"
-    if not path.is_file():
-        pytest.skip("no committed run yet")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    assert record["held_words"] == list(held.held_words())
-    records = held.split()
-    assert record["records"] == len(records) == synth.Sizes().n_spo_test
-    assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in ("pair", "word", "form", "opening")}
-    assert record["summary"] == held.summarise(record["runs"])
+def committed(name: str, rule: str) -> tuple[dict, dict, int]:
+    """A committed held_words.py file, checked to be ``rule``'s words and split, its summary and choice recomputed
+    from its runs, on the shipped base: ``(record, the notebooks' methods, the base's layer count)``."""
     from glmlab.loading import build_config
     from glmlab.notebooks import experiment
 
-    layers = build_config(experiment.resolve_base(None, "glm"), "glm")[0].num_layers
-    assert record["notebooks"] == experiment.study_methods(layers)  # the file knows what the notebooks run now
-    assert record["chosen"] == held.choose(record["summary"], record["notebooks"])
-    assert all(r["flags"] == held.method_flags(r["method"], experiment.study_methods(layers), layers)[1]
+    record = json.loads((REPO / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
+    assert record["held_words"] == list(held.held_words(rule=rule))
+    records = held.split(rule=rule)
+    assert record["records"] == len(records) == synth.Sizes().n_spo_test
+    assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in held.KINDS[rule]}
+    assert record["summary"] == held.summarise(record["runs"])
+    base = experiment.resolve_base(None, "glm")
+    assert record["base_weights"] == experiment.weights_digest(base)
+    layers = build_config(base, "glm")[0].num_layers
+    methods = experiment.study_methods(layers)
+    assert record["notebooks"] == methods  # the file knows what the notebooks run now
+    assert record["chosen"] == held.choose(record["summary"], methods)
+    return record, methods, layers
+
+
+def test_the_committed_run_is_this_rule_and_split():
+    record, methods, layers = committed("held_words.json", "one-pair")
+    assert "rule" not in record  # the first rule's file, from before there were two
+    assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1]
                for r in record["runs"] if r["method"] != "freeze")  # Freeze's own label ran its top layer, before
     assert {r["flags"]["freeze_module_name"] for r in record["runs"] if r["method"] == "freeze"} == {f"layers.{layers - 1}."}
 
@@ -242,18 +250,7 @@ def test_the_corpus_states_the_one_pair_words_pairs_and_neither_validations_nor_
 
 
 def test_the_committed_unread_pair_run_is_its_rule_and_split():
-    path = REPO / "benchmarks" / "results" / "held_pairs.json"
-    record = json.loads(path.read_text(encoding="utf-8"))
-    assert record["rule"] == "unread-pair" and record["held_words"] == list(held.held_words(rule="unread-pair"))
-    records = held.split(rule="unread-pair")
-    assert record["kinds"] == {kind: sum(kind in r["kinds"] for r in records) for kind in held.KINDS["unread-pair"]}
-    assert record["summary"] == held.summarise(record["runs"])
-    from glmlab.loading import build_config
-    from glmlab.notebooks import experiment
-
-    layers = build_config(experiment.resolve_base(None, "glm"), "glm")[0].num_layers
-    methods = experiment.study_methods(layers)
-    assert record["notebooks"] == methods and record["chosen"] == held.choose(record["summary"], methods)
+    record, methods, layers = committed("held_pairs.json", "unread-pair")
+    assert record["rule"] == "unread-pair"
     assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1] for r in record["runs"])
     assert all(set(held.PAIR_FIGURES) <= set(r) for r in record["runs"])
-    assert record["base_weights"] == experiment.weights_digest(experiment.resolve_base(None, "glm"))
