@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods' key file, however
 
 from bench_methods import KEY_FILE  # noqa: E402
 
-METHODS = {"lora": "lora", "full": "zero3"}  # label -> the 06 study's flags (glmlab.notebooks.experiment.study_methods)
+from glmlab.notebooks.replay import REPLAYED as METHODS  # noqa: E402  (label -> 06's run of it without replay)
 
 
 def label(method: str, share: float) -> str:

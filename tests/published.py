@@ -171,7 +171,9 @@ def check_forgetting(comparison: dict, executed: str | Path | None = None) -> No
     for verdict in comparison["replay_verdicts"]:
         method = verdict.split(":", 1)[0]
         _check_verdict(verdict, [p for p in comparison["replay_points"] if p["method"] == method])
-    replayed = [m for m in ("lora", "full") if any(r["replay_of"] == m for r in comparison["replay"])]
+    from glmlab.notebooks.replay import REPLAYED
+
+    replayed = [m for m in REPLAYED if any(r["replay_of"] == m for r in comparison["replay"])]
     assert [v.split(":", 1)[0] for v in comparison["replay_verdicts"]] == replayed  # one verdict per replayed method
     if executed is not None:
         _check_drop_words(comparison, Path(executed))

@@ -25,6 +25,7 @@ import pytest
 pm = pytest.importorskip("papermill")
 
 from glmlab import synth  # noqa: E402
+from glmlab.notebooks.replay import REPLAYED  # noqa: E402
 from published import check_forgetting, check_method_floors, check_quickstart  # noqa: E402  (issue 15: published figures checked)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,7 +174,7 @@ def test_trainable_counts_order(trained):
 
 def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
-    # One replay share instead of the default two: each share is two more runs (LoRA and full), and what the test
+    # One replay share instead of the default two: each share is three more runs (Freeze, LoRA and full), and what the test
     # checks of them does not depend on how many there are; the committed, rendered 06 shows the default two.
     # Doc-to-question for one epoch instead of two (five runs of 57 steps instead of 114, about a minute less): the
     # test checks that the methods beat the base there, not by how much; the rendered 06 shows the default.
@@ -202,10 +203,10 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
         assert all(0.0 <= t[k] <= 1.0 for k in ("rouge-1", "rouge-2", "rouge-l", "bleu-4")), t
     best_d2q = max(t["rouge-l"] for t in comparison["d2q"][1:])
     assert best_d2q > comparison["d2q"][0]["rouge-l"]
-    # replay: LoRA and full again on the task plus each default share of the general corpus, each with its
+    # replay: Freeze, LoRA and full again on the task plus each default share of the general corpus, each with its
     # F1 and forgetting, the mixture on record in its run folder; the chart's points add the base and no-replay runs
     replay = comparison["replay"]
-    assert [(r["replay_of"], r["share"]) for r in replay] == [(m, s) for m in ("lora", "full") for s in REPLAY_SHARES]
+    assert [(r["replay_of"], r["share"]) for r in replay] == [(m, s) for m in REPLAYED for s in REPLAY_SHARES]
     for r in replay:
         assert isinstance(r["f1"], float) and r["steps"] > STEPS  # the general samples add to each epoch
         for key in ("before", "after", "drop"):
@@ -213,7 +214,7 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
         data = json.loads(Path(r["run_dir"], "data.json").read_text())
         assert [Path(c["source"]).name for c in data["train"]] == [
             "spo_train.jsonl", f"general_train.jsonl#{round(r['share'] / (1 - r['share']) * 2000)}"]
-    assert [p["run"] for p in comparison["replay_points"]] == ["base", "lora", "zero3", *[r["variant"] for r in replay]]
-    assert len(comparison["replay_verdicts"]) == 2
+    assert [p["run"] for p in comparison["replay_points"]] == ["base", *REPLAYED.values(), *[r["variant"] for r in replay]]
+    assert len(comparison["replay_verdicts"]) == len(REPLAYED)
     assert {c["run"] for c in comparison["cost"]} == {r["variant"] for r in rows}
     assert {row["method"] for row in comparison["memory"]} == {"freeze", "ptuning", "lora", "all"}

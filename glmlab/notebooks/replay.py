@@ -52,6 +52,12 @@ def check_held_out(general_path: str | Path, probes: list[dict]) -> int:
     return len(corpus)
 
 
+# The methods 06 trains again on each mixture: label -> its run in 06's study
+# (:func:`glmlab.notebooks.experiment.study_methods`), the run without replay it is compared with. Freeze is among them
+# because validation chose it, on its top two layers with a 25% replay, as the setting for sentence forms training never
+# saw (notebooks/README.md, "Held-out words in pairs the base never read"); LoRA and full fine-tuning were the first two.
+REPLAYED = {"freeze": "freeze", "lora": "lora", "full": "zero3"}
+
 # The target of issue 18: replay keeps this much of the general skills overall ...
 TARGET_SKILLS = 0.8
 # ... while held-out F1 stays within this of the same method without replay.
