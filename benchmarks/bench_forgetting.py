@@ -110,15 +110,17 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
-    """``label -> {method, share, f1: {mean, std, n}, skills: {mean, std, n}}`` over seeds."""
+    """``label -> {method, share, f1, form, skills}`` over seeds, each ``{mean, std, n}``: triple F1, the F1 on the
+    test records said in forms training never used, and the general skills kept overall."""
     out: dict[str, dict] = {}
     for row in rows:
         key = label(row["bench_method"], row["share"])
-        entry = out.setdefault(key, {"method": row["bench_method"], "share": row["share"], "f1": [], "skills": []})
+        entry = out.setdefault(key, {"method": row["bench_method"], "share": row["share"], "f1": [], "form": [], "skills": []})
         entry["f1"].append(row["f1"])
+        entry["form"].append(row["f1_by_novelty"]["form"]["f1"])
         entry["skills"].append(row["skills"]["overall"])
     for entry in out.values():
-        for metric in ("f1", "skills"):
+        for metric in ("f1", "form", "skills"):
             values = entry[metric]
             entry[metric] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                              "n": len(values)}
@@ -135,11 +137,11 @@ def verdicts(summary: dict[str, dict]) -> list[str]:
 
 
 def markdown(summary: dict[str, dict], base: dict) -> str:
-    lines = ["| run | replay share | triple F1 | general skills kept |", "|---|---|---|---|",
-             f"| base | - | {base['f1']:.3f} | {base['skills']['overall']:.3f} |"]
+    lines = ["| run | replay share | triple F1 | unseen form | general skills kept |", "|---|---|---|---|---|",
+             f"| base | - | {base['f1']:.3f} | {base['f1_by_novelty']['form']['f1']:.3f} | {base['skills']['overall']:.3f} |"]
     for key, e in summary.items():
-        lines.append(f"| {key} | {100 * e['share']:.0f}% | {e['f1']['mean']:.3f} ± {e['f1']['std']:.3f} | "
-                     f"{e['skills']['mean']:.3f} ± {e['skills']['std']:.3f} |")
+        lines.append(f"| {key} | {100 * e['share']:.0f}% | " + " | ".join(
+            f"{e[m]['mean']:.3f} ± {e[m]['std']:.3f}" for m in ("f1", "form", "skills")) + " |")
     return "\n".join(lines)
 
 
@@ -182,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": " ".join(["python benchmarks/bench_forgetting.py", *(argv if argv is not None else sys.argv[1:])]),
               "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
               "base_weights": args.base_weights,
-              "base": {"f1": base["f1"], "skills": base["skills"]}, "summary": summary, "verdicts": lines,
+              "base": {"f1": base["f1"], "f1_by_novelty": base["f1_by_novelty"], "skills": base["skills"]},
+              "summary": summary, "verdicts": lines,
               "rows": [{k: r.get(k) for k in ("bench_method", "share", "seed", "variant", "train_path", "steps", "f1",
-                                              "skills", "wall_s", "first_loss", "final_loss", "reused_from")} for r in rows],
+                                              "f1_by_novelty", "skills", "wall_s", "first_loss", "final_loss",
+                                              "reused_from")} for r in rows],
               "wall_s": time.perf_counter() - start}
     out = Path(args.output_dir)
     for target in filter(None, [out / "summary.json", args.json]):

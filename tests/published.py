@@ -30,8 +30,9 @@ from pathlib import Path
 QUICKSTART_F1_FLOOR = 0.759
 # Held-out triple F1 in 06 (seed 1234) is asserted against a floor per method, from the committed multi-seed
 # benchmarks of the same runs: benchmarks/results/methods.json (python benchmarks/bench_methods.py, every method)
-# where it is committed, and benchmarks/results/forgetting.json (python benchmarks/bench_forgetting.py: LoRA and
-# full fine-tuning at replay share 0 are 06's lora and zero3 runs, seeds 1-3). Floor: the lowest F1 measured over
+# where it is committed, and benchmarks/results/forgetting.json (python benchmarks/bench_forgetting.py: Freeze, LoRA
+# and full fine-tuning at replay share 0 are 06's freeze, lora and zero3 runs, seeds 1-3, and at a share 06's replay
+# runs, which get their floors from it: the first machine's figures alone). Floor: the lowest F1 measured over
 # at least 3 seeds, minus max(FLOOR_MARGIN, 3 standard deviations). A method whose floor would fall under LEARNT
 # (P-tuning on the embedding alone learns nothing in 375 steps) is reported, not asserted.
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
@@ -86,8 +87,10 @@ def notebooks_trainable() -> dict[str, int]:
 
 def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dict[str, list[float]]:
     """variant -> ``metric`` per seed (held-out triple F1; ``triple_f1_form``: on the test records said in a
-    test-only form), from the committed benchmarks in ``results`` (see above; forgetting.json has overall F1 only),
-    of the runs that trained what the notebooks train now (:func:`notebooks_trainable`)."""
+    test-only form), from the committed benchmarks in ``results`` (see above; a forgetting.json row counts for a kind
+    of novelty where it records its F1 per kind), of the runs that trained what the notebooks train now
+    (:func:`notebooks_trainable`). forgetting.json also gives 06's replay runs theirs, by their variant
+    (``freeze-replay25``, ...): bench_forgetting.py's runs are 06's, seeds 1-3, on the first machine only."""
     observed: dict[str, list[float]] = {}
     trainable = notebooks_trainable()
     for name in METHOD_FILES:
@@ -100,13 +103,22 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
                 if variant != "base" and metrics.get(metric) is not None and metrics.get("trainable_params") == trainable[variant]:
                     observed.setdefault(variant, []).append(metrics[metric])
     forgetting = Path(results) / "forgetting.json"
-    if forgetting.is_file() and metric == "triple_f1":
+    if forgetting.is_file():
+        from glmlab.notebooks.replay import REPLAYED
+
         bench = json.loads(forgetting.read_text(encoding="utf-8"))
-        variants = {"lora": "lora", "full": "zero3"}
         from_forgetting: dict[str, list[float]] = {}
         for row in bench["rows"]:
-            if row["share"] == 0 and row["bench_method"] in variants:
-                from_forgetting.setdefault(variants[row["bench_method"]], []).append(row["f1"])
+            if row["bench_method"] not in REPLAYED:
+                continue
+            # share 0 is 06's run of the method without replay (lora, zero3, freeze); a share is its replay run's own
+            # variant in 06 (freeze-replay25, ...)
+            share = round(100 * row["share"])
+            variant = REPLAYED[row["bench_method"]] if share == 0 else f"{row['bench_method']}-replay{share}"
+            value = row["f1"] if metric == "triple_f1" else (row.get("f1_by_novelty") or {}).get(
+                metric.removeprefix("triple_f1_"), {}).get("f1")
+            if value is not None:
+                from_forgetting.setdefault(variant, []).append(value)
         for variant, values in from_forgetting.items():
             observed.setdefault(variant, values)  # methods.json, where it has the method, comes first
     return observed

@@ -214,6 +214,10 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
         data = json.loads(Path(r["run_dir"], "data.json").read_text())
         assert [Path(c["source"]).name for c in data["train"]] == [
             "spo_train.jsonl", f"general_train.jsonl#{round(r['share'] / (1 - r['share']) * 2000)}"]
+    # each replay run holds its floors from bench_forgetting's three seeds of it (the first machine's), overall and on
+    # the records in forms training never used: Freeze's is the setting validation chose for those
+    check_method_floors(replay)
+    check_method_floors(replay, metric="triple_f1_form")
     assert [p["run"] for p in comparison["replay_points"]] == ["base", *REPLAYED.values(), *[r["variant"] for r in replay]]
     assert len(comparison["replay_verdicts"]) == len(REPLAYED)
     assert {c["run"] for c in comparison["cost"]} == {r["variant"] for r in rows}

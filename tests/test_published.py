@@ -156,7 +156,8 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
     assert observed["lora"] == [0.93, 0.91, 0.92] and observed["zero3"] == [0.9, 0.9, 0.9]
     floors = method_floors(observed)
     assert floors == {"lora": round(0.91 - FLOOR_MARGIN, 3), "zero3": round(0.9 - FLOOR_MARGIN, 3),
-                      "freeze": round(0.65 - 3 * statistics.stdev([0.75, 0.70, 0.65]), 3)}
+                      "freeze": round(0.65 - 3 * statistics.stdev([0.75, 0.70, 0.65]), 3),
+                      "lora-replay10": round(0.5 - FLOOR_MARGIN, 3), "full-replay10": round(0.9 - FLOOR_MARGIN, 3)}
     check_method_floors([{"variant": "lora", "f1": 0.87}, {"variant": "embedding", "f1": 0.0}], floors)
     with pytest.raises(AssertionError, match="lora"):
         check_method_floors([{"variant": "lora", "f1": 0.85}], floors)
@@ -209,7 +210,7 @@ def test_committed_method_floors_are_real():
 
 def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
     """A floor per kind of novelty (here: records in test-only forms) from bench_methods' per-seed figures;
-    forgetting.json, which has overall F1 only, gives none; a run's kind figure under it fails."""
+    forgetting.json rows that record overall F1 only give none; a run's kind figure under it fails."""
     from published import check_method_floors, method_floors, notebooks_trainable, observed_f1
 
     n = notebooks_trainable()
@@ -225,3 +226,26 @@ def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
     check_method_floors([row], floors)  # the overall F1 is not what is checked here ...
     with pytest.raises(AssertionError, match="triple_f1_form"):
         check_method_floors([row], floors, metric="triple_f1_form")  # ... the unseen forms' is
+
+
+def test_replay_runs_get_floors_from_the_forgetting_benchmark(tmp_path):
+    """06's replay runs (freeze-replay25, ...) get floors from bench_forgetting's rows of the same method and share,
+    overall and on unseen forms; share 0 is the method's own run in 06; a replay run under its floor fails."""
+    from published import FLOOR_MARGIN, check_method_floors, method_floors, observed_f1
+
+    def row(method, share, seed, f1, form):
+        variant = {"freeze": "freeze", "full": "zero3"}[method] if share == 0 else f"{method}-replay{round(100 * share)}"
+        return {"bench_method": method, "share": share, "seed": seed, "variant": variant, "f1": f1,
+                "f1_by_novelty": {"form": {"f1": form, "n": 130}}}
+
+    rows = [row("freeze", 0.25, s, 0.85 + s / 100, 0.86 + s / 100) for s in (1, 2, 3)]
+    rows += [row("full", 0.0, s, 0.81, 0.82) for s in (1, 2, 3)] + [row("full", 0.1, s, 0.82, 0.84) for s in (1, 2)]
+    (tmp_path / "forgetting.json").write_text(json.dumps({"rows": rows}))
+    assert observed_f1(tmp_path) == {"freeze-replay25": [0.86, 0.87, 0.88], "zero3": [0.81] * 3, "full-replay10": [0.82] * 2}
+    assert observed_f1(tmp_path, metric="triple_f1_form")["freeze-replay25"] == [0.87, 0.88, 0.89]
+    floors = method_floors(observed_f1(tmp_path, metric="triple_f1_form"))
+    assert floors == {"freeze-replay25": round(0.87 - FLOOR_MARGIN, 3), "zero3": round(0.82 - FLOOR_MARGIN, 3)}  # 2 seeds: none
+    replayed = {"variant": "freeze-replay25", "f1": 0.9, "f1_by_novelty": {"form": {"f1": 0.83, "n": 130}}}
+    check_method_floors([replayed], floors, metric="triple_f1_form")
+    with pytest.raises(AssertionError, match="freeze-replay25"):
+        check_method_floors([{**replayed, "f1_by_novelty": {"form": {"f1": 0.81, "n": 130}}}], floors, metric="triple_f1_form")
