@@ -16,6 +16,10 @@ from glmlab.notebooks.parameters import ParameterError, check_parameters
     ({"mode": "glm4"}, "parameter mode: must be one of glm, glm2, glm3, got 'glm4'"),
     ({"max_steps": -1}, "parameter max_steps: must be a positive integer, got -1"),
     ({"replay_shares": [0.1, 1.0]}, "parameter replay_shares: must be a list of shares between 0 and 1"),
+    ({"replay_methods": ["lora", "ptuning"]}, "parameter replay_methods: must be a list of distinct methods among "
+                                              "freeze, lora, full, got ['lora', 'ptuning']"),
+    ({"replay_methods": ["lora", "lora"]}, "parameter replay_methods: must be a list of distinct methods"),
+    ({"replay_methods": "lora"}, "parameter replay_methods: must be a list of distinct methods"),
     ({"max_len": 64, "max_src_len": 64}, "parameter max_src_len: must be below max_len (64)"),
     ({"model_dir": "/no/such/base"}, "parameter model_dir: /no/such/base: no such folder"),
 ])
@@ -36,7 +40,8 @@ def test_data_files_are_read_and_good_parameters_pass(tmp_path):
     with pytest.raises(ParameterError, match=rf"^parameter test_path: {bad}:2"):
         check_parameters(test_path=str(bad))
     check_parameters(model_dir=None, mode="glm3", train_path=None, chat_path="data/chat3_train.jsonl", max_len=128,
-                     max_src_len=96, max_steps=None, seed=0, replay_shares=[0.1], unknown_name=object())
+                     max_src_len=96, max_steps=None, seed=0, replay_shares=[0.1], replay_methods=["full", "freeze"],
+                     unknown_name=object())
 
 
 def test_01_stops_in_its_setup_cell(tmp_path):

@@ -100,6 +100,14 @@ def _shares(value: Any) -> str | None:
     return None if ok else f"must be a list of shares between 0 and 1 (exclusive), got {value!r}"
 
 
+def _replay_methods(value: Any) -> str | None:
+    """06's ``replay_methods``: labels of :data:`glmlab.notebooks.replay.REPLAYED`, each at most once."""
+    from glmlab.notebooks.replay import REPLAYED
+
+    ok = isinstance(value, (list, tuple)) and all(m in REPLAYED for m in value) and len(set(value)) == len(value)
+    return None if ok else f"must be a list of distinct methods among {', '.join(REPLAYED)}, got {value!r}"
+
+
 def _runs(value: Any) -> str | None:
     """06's ``runs``: notebook name -> an output folder holding that notebook's ``results.json``."""
     if not isinstance(value, dict):
@@ -126,7 +134,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "d2q_max_src_len": _positive_int, "per_device_train_batch_size": _positive_int,
     "num_train_epochs": _positive_int, "d2q_num_train_epochs": _positive_int, "max_steps": _optional_positive_int,
     "max_new_tokens": _positive_int, "num_examples": _positive_int, "sample_index": _non_negative_int,
-    "seed": _int, "precision": _precision, "replay_shares": _shares,
+    "seed": _int, "precision": _precision, "replay_shares": _shares, "replay_methods": _replay_methods,
     "learning_rate": lambda v: None if v is None else _positive_number(v),
 }
 
