@@ -1,6 +1,6 @@
-"""Forgetting, prevented: replay shares of the general corpus for LoRA and full fine-tuning, several seeds.
+"""Forgetting, prevented: replay shares of the general corpus for Freeze, LoRA and full fine-tuning, several seeds.
 
-    python benchmarks/bench_forgetting.py                     # shares 0 5 10 25 %, lora and full, seeds 1 2 3
+    python benchmarks/bench_forgetting.py                     # shares 0 5 10 25 %, freeze lora full, seeds 1 2 3
     python benchmarks/bench_forgetting.py --methods lora --shares 0 0.1 --seeds 1   # a subset
 
 Each run fine-tunes the small pretrained base (``--mode``, default the ChatGLM-6B one) on the
@@ -19,12 +19,10 @@ prints the table plus, per method, the best share against the issue's target (me
 0.05 of the same method without replay.
 A benchmark, not a test: each run takes the notebooks' time per run (minutes on a CPU).
 
-Measured (``python benchmarks/bench_forgetting.py --reuse runs/bench_methods --json benchmarks/results/forgetting.json``:
-the runs of ``python benchmarks/bench_methods.py --replay_shares 0.05 0.1 0.25``, seeds 1-3, ChatGLM-6B base, 2 CPU
-processes, LoRA at 1e-2 and full at 1e-3, the 250-record test split; base F1 0.000, skills 1.000), triple F1 / general
-skills kept, mean ± std: LoRA 0% 0.828±0.006/0.019±0.004, 5% 0.796±0.035/0.755±0.045, 10% 0.758±0.025/0.830±0.040,
-25% 0.831±0.014/0.935±0.014; full 0% 0.814±0.005/0.579±0.025, 5% 0.826±0.014/0.938±0.009, 10% 0.820±0.009/0.956±0.014,
-25% 0.829±0.007/0.983±0.005. Both meet the target at 25%.
+Measured: ``python benchmarks/bench_forgetting.py --reuse runs/bench_methods --json benchmarks/results/forgetting.json``
+after ``python benchmarks/bench_methods.py --replay_shares 0.05 0.1 0.25`` (seeds 1-3, the first machine); its table
+is notebooks/README.md's "Replay, over three seeds", checked cell by cell against the file by
+``tests/test_published_tables.py``. Every method meets the target at 25%.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods' key file, however this file is loaded
 
-from bench_methods import KEY_FILE  # noqa: E402
+from bench_methods import KEY_FILE, machine, same_machine  # noqa: E402
 
 from glmlab.notebooks.replay import REPLAYED as METHODS  # noqa: E402  (label -> 06's run of it without replay)
 
@@ -85,16 +83,18 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
     bench_methods runs 06 for each seed, and 06 trains LoRA and full fine-tuning without replay (its ``lora`` and
     ``zero3`` runs, with the general probes scored after) and with each of its ``replay_shares``: the runs of this
     benchmark, with the same flags, data and seed. A run is taken only when the seed and the generation match and
-    this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes), on the same base weights."""
+    this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes), on the same base weights and machine."""
     if not args.reuse or (args.num_train_epochs, args.max_steps, args.nproc) != (3, None, 2):
         return None
     path = Path(args.reuse) / f"seed-{seed}" / "comparison.json"
     if not path.is_file():
         return None
     comparison = json.loads(path.read_text(encoding="utf-8"))
-    key = path.with_name(KEY_FILE)  # bench_methods' record of what the seed ran on, its base's weights too
-    weights = json.loads(key.read_text(encoding="utf-8"))["key"]["base_weights"] if key.is_file() else None
-    if (comparison.get("seed"), comparison.get("mode"), weights) != (seed, args.mode, args.base_weights):
+    key = path.with_name(KEY_FILE)  # bench_methods' record of what the seed ran on: the base's weights, the machine
+    stored = json.loads(key.read_text(encoding="utf-8"))["key"] if key.is_file() else {}
+    if (comparison.get("seed"), comparison.get("mode"), stored.get("base_weights")) != (seed, args.mode, args.base_weights):
+        return None
+    if not same_machine(stored.get("machine"), machine()):  # figures differ by CPU: this file records one machine
         return None
     if share == 0:
         found = next((r for r in comparison["runs"] if r["variant"] == METHODS[method]), None)
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(summary, base)
     lines = verdicts(summary)
     record = {"command": " ".join(["python benchmarks/bench_forgetting.py", *(argv if argv is not None else sys.argv[1:])]),
-              "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
+              "machine": machine(), "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
               "base_weights": args.base_weights,
               "base": {"f1": base["f1"], "f1_by_novelty": base["f1_by_novelty"], "skills": base["skills"]},
               "summary": summary, "verdicts": lines,
