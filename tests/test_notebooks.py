@@ -176,8 +176,8 @@ def test_trainable_counts_order(trained):
 def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
     # One replay share instead of the default two, and two of the three methods: what the test checks of the replay
-    # runs does not depend on how many there are, and each costs a training run. Freeze's 25% is the setting validation
-    # chose for unseen forms. The replay runs' floors come from the first machine's seeds alone; without replay, Freeze
+    # runs does not depend on how many there are, and each costs a training run. Freeze's 25% is validation's choice, and
+    # the setting that meets the aim on unseen forms. The replay runs' floors come from the first machine's seeds alone; without replay, Freeze
     # and full fine-tuning gave the same figures on both machines, to the last digit, and LoRA did not, so LoRA's
     # replay is the one left to the rendered 06, which shows the defaults.
     # Doc-to-question for one epoch instead of two (five runs of 57 steps instead of 114, about a minute less): the
