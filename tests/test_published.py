@@ -206,6 +206,8 @@ def test_committed_method_floors_are_real():
     assert QUICKSTART_F1_FLOOR == floors["lora"]  # the quickstart is 04's LoRA run: one floor, one rule
     forms = method_floors(metric="triple_f1_form")  # on the test records in forms training never used
     assert {"lora", "zero3", "freeze"} <= set(forms) and all(0.2 <= f < 1.0 for f in forms.values()), forms
+    # the replay runs the 06 test makes (forgetting.json): without these its floor checks would pass them unchecked
+    assert {"freeze-replay25", "full-replay25"} <= set(floors) & set(forms), (floors, forms)
 
 
 def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):

@@ -890,3 +890,69 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
             f"{statistics.stdev(both):.3f}") in flat
     reached = sum(v >= 0.85 for v in both)
     assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six'][reached]} of the six seeds reach 0.85" in flat
+
+
+def test_replay_section_is_the_committed_benchmark():
+    """"Replay, over three seeds": forgetting.json's table (06's replay runs of the first machine's benchmark, gathered
+    by bench_forgetting.py --reuse, none trained again), its verdicts, the Freeze run that is the test report's to the
+    last digit, the share the test split favours and validation never measured, and the floors the suite holds."""
+    from glmlab.notebooks.replay import REPLAYED
+    from published import method_floors
+
+    results = REPO / "benchmarks" / "results"
+    bench = json.loads((results / "forgetting.json").read_text(encoding="utf-8"))
+    methods = json.loads((results / "methods.json").read_text(encoding="utf-8"))
+    assert bench["command"] == ("python benchmarks/bench_forgetting.py --reuse runs/bench_methods "
+                                "--json benchmarks/results/forgetting.json")
+    assert bench["methods"] == list(REPLAYED) and bench["seeds"] == [1, 2, 3] == methods["seeds"]
+    assert bench["shares"] == [0.0] + methods["replay_shares"] == [0.0, 0.05, 0.1, 0.25]
+    assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
+    assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4  # 06's runs, none new
+    summary = bench["summary"]
+    names = {"Freeze": "freeze", "LoRA": "lora", "full (ZeRO-3)": "full"}
+    text = README.read_text(encoding="utf-8")
+    rows = table_after(text, "| method | replay share | test F1 | unseen form | general skills kept |")
+    base = bench["base"]
+    assert rows[0] == ["base", "-", f"{base['f1']:.3f}", f"{base['f1_by_novelty']['form']['f1']:.3f}",
+                       f"{base['skills']['overall']:.3f}"]
+    assert [(names[r[0]], int(r[1].rstrip("%"))) for r in rows[1:]] == [
+        (e["method"], round(100 * e["share"])) for e in summary.values()]
+    for (name, share, *cells), entry in zip(rows[1:], summary.values(), strict=True):
+        for cell, metric in zip(cells, ("f1", "form", "skills"), strict=True):
+            assert close_stat(cell, entry[metric]["mean"], entry[metric]["std"]), (name, share, metric, cell)
+    flat = " ".join(text.split())
+
+    def at(method: str, share: int) -> dict:
+        return summary[f"{method}-replay{share}"]
+
+    # every method meets the target at 25% (the verdicts), and a smaller share keeps fewer skills
+    assert sorted(v.split(":")[0] for v in bench["verdicts"]) == sorted(REPLAYED)
+    assert all(": 25% replay keeps" in v and "it meets the target" in v for v in bench["verdicts"])
+    for method in REPLAYED:
+        kept = [at(method, s)["skills"]["mean"] for s in (0, 5, 10, 25)]
+        assert kept == sorted(kept), (method, kept)
+    assert ("Freeze keeps {:.3f} of the skills against {:.3f} without replay, LoRA {:.3f} against {:.3f}, full fine-tuning "
+            "{:.3f} against {:.3f}.".format(*[at(m, s)["skills"]["mean"] for m in REPLAYED for s in (25, 0)])) in flat
+    assert (f"cost LoRA F1 ({at('lora', 5)['f1']['mean']:.3f} at 5% and {at('lora', 10)['f1']['mean']:.3f} at 10%)" in flat
+            and at("lora", 10)["f1"]["mean"] < at("lora", 5)["f1"]["mean"] < at("lora", 0)["f1"]["mean"])
+    # Freeze at 25%: the test report's runs (held_pairs_test.json), seed by seed, to the last digit
+    report = json.loads((results / "held_pairs_test.json").read_text(encoding="utf-8"))
+    reported = {r["seed"]: r for r in report["runs"] if (r["method"], r["share"]) == ("freeze", 0.25)}
+    mine = {r["seed"]: r for r in bench["rows"] if (r["bench_method"], r["share"]) == ("freeze", 0.25)}
+    assert sorted(mine) == sorted(reported) == [1, 2, 3] and same_machine(report["machine"], bench["machine"])
+    for seed, row in mine.items():
+        assert (row["f1"], row["f1_by_novelty"]["form"]["f1"], row["skills"]["overall"]) == (
+            reported[seed]["f1"], reported[seed]["f1_by_novelty"]["form"], reported[seed]["skills_overall"]), seed
+    form25, form10 = at("freeze", 25)["form"], at("freeze", 10)["form"]
+    assert f"to the last digit ({form25['mean']:.3f} ± {form25['std']:.3f} on unseen forms)" in flat
+    # Freeze at 10% scores higher on the test split; validation (held_pairs.json) never measured it
+    assert f"Freeze at 10% scores higher on the test split** ({form10['mean']:.3f} ± {form10['std']:.3f} on unseen forms)" in flat
+    assert form10["mean"] > form25["mean"]
+    assert 0.4 <= (form10["mean"] - form25["mean"]) / statistics.fmean([form10["std"], form25["std"]]) <= 0.7  # "about half"
+    for name in ("held_words.json", "held_pairs.json"):  # the two rules' validation runs of Freeze: no replay, or 25%
+        runs = json.loads((results / name).read_text(encoding="utf-8"))["runs"]
+        assert {r["share"] for r in runs if r["of"] == "freeze"} == {0.0, 0.25}, name
+    # the floors the suite holds 06's two replay runs to
+    overall, form = method_floors(), method_floors(metric="triple_f1_form")
+    assert (f"(Freeze {overall['freeze-replay25']:.3f} and {form['freeze-replay25']:.3f}, full "
+            f"{overall['full-replay25']:.3f} and {form['full-replay25']:.3f}; `tests/published.py`)") in flat
