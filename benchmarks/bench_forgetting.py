@@ -80,8 +80,9 @@ def run_one(method: str, share: float, seed: int, args: argparse.Namespace, path
 def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -> dict | None:
     """The same run made by ``benchmarks/bench_methods.py`` (``--reuse`` its output folder), or None.
 
-    bench_methods runs 06 for each seed, and 06 trains LoRA and full fine-tuning without replay (its ``lora`` and
-    ``zero3`` runs, with the general probes scored after) and with each of its ``replay_shares``: the runs of this
+    bench_methods runs 06 for each seed, and 06 trains Freeze, LoRA and full fine-tuning without replay (its
+    ``freeze``, ``lora`` and ``zero3`` runs, with the general probes scored after) and with each of its
+    ``replay_shares`` (:data:`METHODS`, 06's ``replay_methods`` by default): the runs of this
     benchmark, with the same flags, data and seed. A run is taken only when the seed and the generation match and
     this benchmark runs 06's defaults (3 epochs, no --max_steps, 2 processes), on the same base weights and machine."""
     if not args.reuse or (args.num_train_epochs, args.max_steps, args.nproc) != (3, None, 2):
