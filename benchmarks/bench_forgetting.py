@@ -41,10 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # bench_methods' key file, however
 from bench_methods import KEY_FILE, machine, same_machine  # noqa: E402
 
 from glmlab.notebooks.replay import REPLAYED as METHODS  # noqa: E402  (label -> 06's run of it without replay)
-
-
-def label(method: str, share: float) -> str:
-    return f"{method}-replay{round(100 * share)}"
+from glmlab.notebooks.replay import replay_label as label  # noqa: E402  (06's name of a run: freeze-replay25)
 
 
 def run_one(method: str, share: float, seed: int, args: argparse.Namespace, paths: dict, probes: list[dict]) -> dict:
@@ -95,7 +92,7 @@ def reused_row(method: str, share: float, seed: int, args: argparse.Namespace) -
     stored = json.loads(key.read_text(encoding="utf-8"))["key"] if key.is_file() else {}
     if (comparison.get("seed"), comparison.get("mode"), stored.get("base_weights")) != (seed, args.mode, args.base_weights):
         return None
-    if not same_machine(stored.get("machine"), machine()):  # figures differ by CPU: this file records one machine
+    if not same_machine(stored.get("machine"), args.machine):  # figures differ by CPU: this file records one machine
         return None
     if share == 0:
         found = next((r for r in comparison["runs"] if r["variant"] == METHODS[method]), None)
@@ -171,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     base_model = experiment.resolve_base(None, args.mode)
     args.base_weights = experiment.weights_digest(base_model)
+    args.machine = machine()  # where the figures are measured (a reused run must have been measured there too)
     base = experiment.base_row(experiment.Setup(model_dir=str(base_model), mode=args.mode,
                                                 train_path=str(paths["spo_train"]), test_path=str(paths["spo_test"]),
                                                 output_dir=args.output_dir), probes)
@@ -183,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(summary, base)
     lines = verdicts(summary)
     record = {"command": " ".join(["python benchmarks/bench_forgetting.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(), "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
+              "machine": args.machine, "methods": args.methods, "shares": args.shares, "seeds": args.seeds, "mode": args.mode,
               "base_weights": args.base_weights,
               "base": {"f1": base["f1"], "f1_by_novelty": base["f1_by_novelty"], "skills": base["skills"]},
               "summary": summary, "verdicts": lines,

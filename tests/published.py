@@ -104,7 +104,7 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
                     observed.setdefault(variant, []).append(metrics[metric])
     forgetting = Path(results) / "forgetting.json"
     if forgetting.is_file():
-        from glmlab.notebooks.replay import REPLAYED
+        from glmlab.notebooks.replay import REPLAYED, replay_label
 
         bench = json.loads(forgetting.read_text(encoding="utf-8"))
         from_forgetting: dict[str, list[float]] = {}
@@ -113,8 +113,8 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
                 continue
             # share 0 is 06's run of the method without replay (lora, zero3, freeze); a share is its replay run's own
             # variant in 06 (freeze-replay25, ...)
-            share = round(100 * row["share"])
-            variant = REPLAYED[row["bench_method"]] if share == 0 else f"{row['bench_method']}-replay{share}"
+            method = row["bench_method"]
+            variant = REPLAYED[method] if row["share"] == 0 else replay_label(method, row["share"])
             value = row["f1"] if metric == "triple_f1" else (row.get("f1_by_novelty") or {}).get(
                 metric.removeprefix("triple_f1_"), {}).get("f1")
             if value is not None:

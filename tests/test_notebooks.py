@@ -26,7 +26,7 @@ pm = pytest.importorskip("papermill")
 
 from glmlab import synth  # noqa: E402
 from glmlab.notebooks.replay import REPLAYED  # noqa: E402
-from published import check_forgetting, check_method_floors, check_quickstart  # noqa: E402  (issue 15: published figures checked)
+from published import check_forgetting, check_method_floors, check_quickstart, method_floors  # noqa: E402  (issue 15: published figures checked)
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_RECORDS = synth.Sizes().n_spo_test  # what the notebooks score: glmlab.synth's whole test split
@@ -222,6 +222,8 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     # the records in forms training never used (Freeze's is validation's choice, the one that meets the aim there)
     check_method_floors(replay)
     check_method_floors(replay, metric="triple_f1_form")
+    floored = set(method_floors()) & set(method_floors(metric="triple_f1_form"))
+    assert {r["variant"] for r in replay} <= floored, floored  # a replay run without floors would pass unchecked
     assert [p["run"] for p in comparison["replay_points"]] == ["base", *[REPLAYED[m] for m in REPLAY_METHODS],
                                                                *[r["variant"] for r in replay]]
     assert len(comparison["replay_verdicts"]) == len(REPLAY_METHODS)

@@ -59,6 +59,11 @@ def check_held_out(general_path: str | Path, probes: list[dict]) -> int:
 # were the first two.
 REPLAYED = {"freeze": "freeze", "lora": "lora", "full": "zero3"}
 
+
+def replay_label(method: str, share: float) -> str:
+    """A replay run's name, as 06 names it: ``freeze-replay25`` for Freeze with 25% replay."""
+    return f"{method}-replay{round(100 * share)}"
+
 # The target of issue 18: replay keeps this much of the general skills overall ...
 TARGET_SKILLS = 0.8
 # ... while held-out F1 stays within this of the same method without replay.
