@@ -251,7 +251,7 @@ def test_folders_of_two_older_runs_are_refused_by_every_reader(runs, tmp_path):
 
 def test_06_reuses_a_run_only_while_its_checkpoint_is_the_newest_of_its_run(tmp_path):
     """experiment.reusable_runs: a results row stands only for the run that scored it."""
-    from glmlab.notebooks.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs
+    from glmlab.notebooks.experiment import LEARNING_RATES, SHARED_KEYS, reusable_runs, study_methods
 
     setup = {key: None for key in SHARED_KEYS}
     run_dir = tmp_path / "04_lora" / "lora"
@@ -261,15 +261,16 @@ def test_06_reuses_a_run_only_while_its_checkpoint_is_the_newest_of_its_run(tmp_
         (run_dir / name / INFO_NAME).write_text(json.dumps({"run_id": run_id, "args": {"seed": 1}}))
         return run_dir / name
 
-    row = {"method": "lora", "learning_rate": LEARNING_RATES["lora"], "run_id": "A",
+    methods = study_methods(4)
+    row = {"method": "lora", "variant": "lora", "method_flags": methods["lora"], "learning_rate": LEARNING_RATES["lora"], "run_id": "A",
            "checkpoint": str(checkpoint("epoch-1-step-5", "A"))}
     (tmp_path / "04_lora" / "results.json").write_text(json.dumps({"setup": setup, "runs": [row]}))
-    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {"04_lora": str(tmp_path / "04_lora")}
+    assert reusable_runs(["04_lora"], setup, methods, root=tmp_path) == {"04_lora": str(tmp_path / "04_lora")}
     checkpoint("epoch-2-step-10", "A")  # the same run went on: its row no longer shows its newest checkpoint
-    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {}
+    assert reusable_runs(["04_lora"], setup, methods, root=tmp_path) == {}
     shutil.rmtree(run_dir)
     checkpoint("epoch-1-step-5", "B")  # another run in its place, at the same step
-    assert reusable_runs(["04_lora"], setup, root=tmp_path) == {}
+    assert reusable_runs(["04_lora"], setup, methods, root=tmp_path) == {}
 
 
 def test_a_run_refused_while_the_holder_writes_its_name_still_reads_the_name(tmp_path):
