@@ -34,7 +34,7 @@ QUICKSTART_F1_FLOOR = 0.759
 # and full fine-tuning at replay share 0 are 06's freeze, lora and zero3 runs, seeds 1-3, and at a share 06's replay
 # runs, which get their floors from it: the first machine's figures alone). Floor: the lowest F1 measured over
 # at least 3 seeds, minus max(FLOOR_MARGIN, 3 standard deviations). A method whose floor would fall under LEARNT
-# (P-tuning on the embedding alone learns nothing in 375 steps) is reported, not asserted.
+# (a run that learns nothing in 375 steps, as P-tuning on the embedding alone did at 1e-2) is reported, not asserted.
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 # bench_methods' outputs: seeds 1-3 with the notebook kernel on 2 threads on each machine, and seed 1 on 1 thread on
 # the second (a base's numerics may depend on the thread count; there every quality figure came out the same as on 2
@@ -43,7 +43,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 # Two machines (x86_64 CPUs whose kernels differ, so trained weights differ too): methods.json on the first,
 # methods_epyc.json (an AMD EPYC with AVX-512) on the second. Freeze (its top layer then: methods_freeze_top1.json
 # is the first machine's benchmark of it) and full fine-tuning gave the same figures on both, to the last digit; LoRA
-# and the P-tuning variants did not. Freeze trains its top two layers since: its floor comes from methods.json.
+# and the P-tuning variants did not. Freeze trains its top two layers since, and the prefixes 32 tokens: their floors
+# come from methods.json alone (the rows of the other files trained other shapes, notebooks_trainable). At 16 tokens the
+# first machine's floors held every run of the second (methods_ptuning16.json, tests/test_published_tables.py).
 METHOD_FILES = ("methods.json", "methods_epyc.json", "methods_threads1.json")
 FLOOR_MARGIN = 0.05
 LEARNT = 0.2
