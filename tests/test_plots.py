@@ -46,3 +46,20 @@ def test_memory_bars_end_with_the_estimate_and_say_when_the_step_is_the_peak(mod
     assert any("optimizer step" in t for t in texts) == step_peak
     # the legend sits outside the axes, where it cannot hide a bar
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1
+
+
+@pytest.mark.parametrize("zero3", [False, True])
+def test_every_estimate_ends_inside_the_axes(zero3):
+    """Autoscaling sees the bars, not the figures written after them: 05's chart (full fine-tuning over ZeRO stages and
+    GPU counts) wrote its longest bar's "153.6 (peak at the optimizer step)" into the legend, 03's 46.8 under it."""
+    setups = [{"label": f"ZeRO-{stage}{' + offload' if off else ''} on {n} GPU(s)", "method": "all", "zero_stage": stage,
+               "offload": off, "num_gpus": n} for n in (1, 4) for stage, off in ((2, False), (3, False), (3, True))]
+    if not zero3:
+        setups = [s for s in setups if s["zero_stage"] == 2]
+    rows = memory.memory_table(memory.preset_config("glm"), setups, precision="bf16", batch_size=8, seq_len=768,
+                               gradient_checkpointing=True)
+    ax = plots.plot_memory(rows)
+    assert any("optimizer step" in t.get_text() for t in ax.texts)  # the long note is there to fit
+    renderer = ax.figure.canvas.get_renderer()
+    right = ax.get_window_extent(renderer).x1
+    assert all(t.get_window_extent(renderer).x1 <= right for t in ax.texts), [t.get_text() for t in ax.texts]

@@ -156,10 +156,12 @@ def plot_memory(rows: Sequence[Mapping], ax=None, title: str = "estimated traini
         values = [float(r.get(part, 0.0)) for r in rows]
         ax.barh(labels, values, left=left, label=part.replace("_gib", ""))
         left = [a + b for a, b in zip(left, values)]
+    notes = []
     for y, (row, backward) in enumerate(zip(rows, left)):  # the estimate at the end of each bar
         peak = float(row.get("gpu_gib", backward))
         text = f"{peak:.1f}" + (" (peak at the optimizer step)" if peak > backward + 0.05 else "")
-        ax.annotate(text, (backward, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        notes.append(ax.annotate(text, (backward, y), xytext=(3, 0), textcoords="offset points", va="center",
+                                 fontsize=8))
     cpu = [float(r.get("cpu_gib", 0.0)) for r in rows]
     if any(cpu):
         ax.barh(labels, cpu, left=left, color="none", edgecolor="grey", hatch="//", label="on the CPU (offload)")
@@ -168,7 +170,28 @@ def plot_memory(rows: Sequence[Mapping], ax=None, title: str = "estimated traini
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hid the longest bars
     ax.grid(axis="x", alpha=0.3)
+    _make_room(ax, notes, [b + c for b, c in zip(left, cpu)])
     return ax
+
+
+def _make_room(ax, notes: Sequence, ends: Sequence[float]) -> None:
+    """Widen ``ax``'s x range so that every note (text placed in points right of a bar's end, ``ax.annotate``) ends
+    inside the axes: autoscaling sees the bars, not the text, so the longest bar's figure ran into the legend.
+    A note of ``w`` pixels after a bar ending at ``b`` fits when ``b + w * (xmax - xmin) / W <= xmax`` on an axes
+    ``W`` pixels wide."""
+    ax.figure.canvas.draw()  # lays the texts out: their widths in pixels
+    renderer = ax.figure.canvas.get_renderer()
+    width = ax.get_window_extent(renderer).width
+    low, high = ax.get_xlim()
+    need = high
+    for note in notes:
+        bar = note.xy[0]
+        share = (note.get_window_extent(renderer).x1 - ax.transData.transform((bar, 0))[0] + 4) / width
+        if share < 1:
+            need = max(need, (bar - low * share) / (1 - share))
+    need = max([need, *ends])
+    if need > high:
+        ax.set_xlim(low, need)
 
 
 def table_html(rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3) -> str:
