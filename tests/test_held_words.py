@@ -125,6 +125,11 @@ def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
         held.main(["--report", "--json", "/nonexistent/x.json"])
 
 
+# The first rule's study labels whose runs trained the notebooks' shape before it changed: Freeze its top layer (the
+# notebooks took freeze-2's top two), the prefixes 16 tokens (they took the 32 of projection-32 and embedding-32).
+BEFORE = ("freeze", "projection", "embedding")
+
+
 def committed(name: str, rule: str) -> tuple[dict, dict, int]:
     """A committed held_words.py file, checked to be ``rule``'s words and split, its summary and choice recomputed
     from its runs, on the shipped base: ``(record, the notebooks' methods, the base's layer count)``."""
@@ -150,8 +155,11 @@ def test_the_committed_run_is_this_rule_and_split():
     record, methods, layers = committed("held_words.json", "one-pair")
     assert "rule" not in record  # the first rule's file, from before there were two
     assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1]
-               for r in record["runs"] if r["method"] != "freeze")  # Freeze's own label ran its top layer, before
+               for r in record["runs"] if r["method"] not in BEFORE)
+    # the study labels whose notebooks' shape changed since ran the shape before: Freeze its top layer, the prefixes 16
     assert {r["flags"]["freeze_module_name"] for r in record["runs"] if r["method"] == "freeze"} == {f"layers.{layers - 1}."}
+    for label in ("projection", "embedding"):
+        assert all(r["flags"] == {**methods[label], "pre_seq_len": 16} for r in record["runs"] if r["method"] == label)
 
 
 def test_the_notebooks_setting_is_found_by_its_flags_whatever_its_label():
@@ -252,5 +260,8 @@ def test_the_corpus_states_the_one_pair_words_pairs_and_neither_validations_nor_
 def test_the_committed_unread_pair_run_is_its_rule_and_split():
     record, methods, layers = committed("held_pairs.json", "unread-pair")
     assert record["rule"] == "unread-pair"
-    assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1] for r in record["runs"])
+    assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1]
+               for r in record["runs"] if r["method"] not in ("projection", "embedding"))
+    for label in ("projection", "embedding"):  # run before the notebooks' prefixes took 32 tokens
+        assert all(r["flags"] == {**methods[label], "pre_seq_len": 16} for r in record["runs"] if r["method"] == label)
     assert all(set(held.PAIR_FIGURES) <= set(r) for r in record["runs"])
