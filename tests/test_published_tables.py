@@ -87,6 +87,40 @@ def test_sweep_table_is_the_committed_sweep(name, header):
             assert close(cell, statistics.fmean(r["f1_by_novelty"][kind]["f1"] for r in runs)), (method, rate, kind)
 
 
+def test_the_32_token_prefixes_budget_table_is_the_committed_sweeps():
+    """The budget swept again for the 32-token prefixes: each cell mean ± std of sweep_budget_ptuning32.json's runs (60
+    records) and of wide_valid_ptuning32.json's (the same runs on the wide split), which trained what the notebooks run;
+    the rule's choice on each split as the text gives it."""
+    from glmlab.notebooks import experiment
+
+    results = REPO / "benchmarks" / "results"
+    sweep = json.loads((results / "sweep_budget_ptuning32.json").read_text(encoding="utf-8"))
+    wide = json.loads((results / "wide_valid_ptuning32.json").read_text(encoding="utf-8"))
+    assert same_machine(wide["machine"], sweep["machine"]) and wide["base_weights"] == sweep["base_weights"]
+    study = experiment.study_methods(4)
+    assert all(r["flags"] == study[r["variant"]] and r["seed"] in (1234, 2, 3) for r in sweep["runs"])
+    rows = table_after(README.read_text(encoding="utf-8"), "| method (32 prefix tokens) | budget (epochs) | rate |")
+    assert len(rows) == 4 == len({(r["variant"], r["epochs"]) for r in sweep["runs"]})
+    for method, epochs, rate, seeds, valid, broad in rows:
+        key = (SWEEP_LABELS[method], int(epochs), float(rate))
+        runs = [r["f1"] for r in sweep["runs"] if (r["variant"], r["epochs"], r["learning_rate"]) == key]
+        item = next(s for s in wide["summary"] if (s["method"], s["epochs"], s["learning_rate"]) == key)
+        assert int(seeds) == len(runs) == 3 and close_stat(valid, statistics.fmean(runs), statistics.stdev(runs)), key
+        assert close_stat(broad, item["f1"]["mean"], item["f1"]["std"]), key
+    ours, theirs = sweep["chosen"]["mean_f1_by_epochs"], wide["chosen"]["mean_f1_by_epochs"]
+    assert sweep["chosen"]["epochs"] == wide["chosen"]["epochs"] == 6
+    flat = " ".join(README.read_text(encoding="utf-8").split())
+    assert (f"By the sweep's rule both splits choose 6 epochs (mean over the two prefixes {ours['6']:.3f} against "
+            f"{ours['3']:.3f} on the 60 records, {theirs['6']:.3f} against {theirs['3']:.3f} on the wide split)") in flat
+    by, wide_by = sweep["chosen"]["rates_by_epochs"], wide["chosen"]["rates_by_epochs"]
+    assert by["6"]["projection"]["f1"] > by["3"]["projection"]["f1"] and wide_by["6"]["projection"]["f1"] > wide_by["3"]["projection"]["f1"]
+    assert wide_by["6"]["embedding"]["f1"] > wide_by["3"]["embedding"]["f1"]
+    loss = by["3"]["embedding"]["f1"] - by["6"]["embedding"]["f1"]
+    assert f"loses {loss:.3f} on the 60 records, inside its seeds' spread" in flat
+    spread = [statistics.stdev(r["f1"] for r in sweep["runs"] if (r["variant"], r["epochs"]) == ("embedding", e)) for e in (3, 6)]
+    assert 0 < loss < min(spread)
+
+
 def test_budget_report_table_is_the_committed_report():
     """The test split scored for what the budget sweep chose and for the notebooks' settings (reporting only):
     each row a summary of ``sweep_budget_test.json``, of the sweep it names, with its seeds; its settings are the
