@@ -170,11 +170,11 @@ def plot_memory(rows: Sequence[Mapping], ax=None, title: str = "estimated traini
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hid the longest bars
     ax.grid(axis="x", alpha=0.3)
-    _make_room(ax, notes, [b + c for b, c in zip(left, cpu)])
+    _make_room(ax, notes)
     return ax
 
 
-def _make_room(ax, notes: Sequence, ends: Sequence[float]) -> None:
+def _make_room(ax, notes: Sequence) -> None:
     """Widen ``ax``'s x range so that every note (text placed in points right of a bar's end, ``ax.annotate``) ends
     inside the axes: autoscaling sees the bars, not the text, so the longest bar's figure ran into the legend.
     A note of ``w`` pixels after a bar ending at ``b`` fits when ``b + w * (xmax - xmin) / W <= xmax`` on an axes
@@ -189,7 +189,6 @@ def _make_room(ax, notes: Sequence, ends: Sequence[float]) -> None:
         share = (note.get_window_extent(renderer).x1 - ax.transData.transform((bar, 0))[0] + 4) / width
         if share < 1:
             need = max(need, (bar - low * share) / (1 - share))
-    need = max([need, *ends])
     if need > high:
         ax.set_xlim(low, need)
 
