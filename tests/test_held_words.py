@@ -127,7 +127,9 @@ def test_a_bad_flag_is_one_line_before_anything_loads(capsys):
 
 # The first rule's study labels whose runs trained the notebooks' shape before it changed: Freeze its top layer (the
 # notebooks took freeze-2's top two), the prefixes 16 tokens (they took the 32 of projection-32 and embedding-32).
-BEFORE = ("freeze", "projection", "embedding")
+BEFORE = ("freeze", "projection", "embedding", "lora", "lora-drop")
+# LoRA's shape before the notebooks took rank 16 (experiment.LORA_DIM): rank 8, alpha 32
+RANK8 = {"lora_dim": 8, "lora_alpha": 32}
 
 
 def committed(name: str, rule: str) -> tuple[dict, dict, int]:
@@ -160,6 +162,8 @@ def test_the_committed_run_is_this_rule_and_split():
     assert {r["flags"]["freeze_module_name"] for r in record["runs"] if r["method"] == "freeze"} == {f"layers.{layers - 1}."}
     for label in ("projection", "embedding"):
         assert all(r["flags"] == {**methods[label], "pre_seq_len": 16} for r in record["runs"] if r["method"] == label)
+    assert all(r["flags"] == {**held.method_flags(r["method"], methods, layers)[1], **RANK8}
+               for r in record["runs"] if r["method"] in ("lora", "lora-drop"))
 
 
 def test_the_notebooks_setting_is_found_by_its_flags_whatever_its_label():
@@ -261,7 +265,10 @@ def test_the_committed_unread_pair_run_is_its_rule_and_split():
     record, methods, layers = committed("held_pairs.json", "unread-pair")
     assert record["rule"] == "unread-pair"
     assert all(r["flags"] == held.method_flags(r["method"], methods, layers)[1]
-               for r in record["runs"] if r["method"] not in ("projection", "embedding"))
+               for r in record["runs"] if r["method"] not in ("projection", "embedding", "lora"))
     for label in ("projection", "embedding"):  # run before the notebooks' prefixes took 32 tokens
         assert all(r["flags"] == {**methods[label], "pre_seq_len": 16} for r in record["runs"] if r["method"] == label)
+    # and before their LoRA took rank 16: the label's runs are rank 8, lora-r16's the notebooks' LoRA
+    assert all(r["flags"] == {**methods["lora"], **RANK8} for r in record["runs"] if r["method"] == "lora")
+    assert all(r["flags"] == methods["lora"] for r in record["runs"] if r["method"] == "lora-r16")
     assert all(set(held.PAIR_FIGURES) <= set(r) for r in record["runs"])

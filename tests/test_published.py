@@ -174,7 +174,7 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
 
 def test_the_notebooks_trainable_counts_are_their_methods():
     """What a benchmark row must have trained to count, read off the shipped base's weights: Freeze its top two
-    layers, full fine-tuning every tensor, LoRA rank 8 on the four matrices of each layer."""
+    layers, full fine-tuning every tensor, LoRA rank 16 on the four matrices of each layer."""
     from safetensors import safe_open
 
     from published import notebooks_trainable
@@ -189,7 +189,7 @@ def test_the_notebooks_trainable_counts_are_their_methods():
     assert n["freeze"] == sum(v for k, v in numel.items() if ".layers.2." in k or ".layers.3." in k)
     assert n["freeze"] == 2 * sum(v for k, v in numel.items() if ".layers.0." in k)  # two of four equal layers
     matrices = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
-    lora = sum(8 * sum(shape) for k, shape in shapes.items() if k.endswith(".weight") and k.split(".")[-2] in matrices)
+    lora = sum(16 * sum(shape) for k, shape in shapes.items() if k.endswith(".weight") and k.split(".")[-2] in matrices)
     assert n["lora"] == lora
 
 

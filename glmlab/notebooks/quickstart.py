@@ -42,8 +42,9 @@ def setup(output_dir: str | Path, data_dir: str | Path) -> experiment.Setup:
 
 
 def lora_flags() -> dict[str, Any]:
-    """The quickstart's LoRA flags: the study's (r 8 on every linear layer, alpha 32, no dropout) at
-    LoRA's documented rate (:data:`glmlab.notebooks.experiment.LEARNING_RATES`)."""
+    """The quickstart's LoRA flags: the study's (rank :data:`~glmlab.notebooks.experiment.LORA_DIM` on every
+    linear layer, alpha four times the rank, no dropout) at LoRA's documented rate
+    (:data:`glmlab.notebooks.experiment.LEARNING_RATES`)."""
     return {**experiment.study_methods(0)["lora"], "learning_rate": experiment.LEARNING_RATES["lora"]}
 
 
