@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
               "base": {"f1": base["f1"], "f1_by_novelty": base["f1_by_novelty"], "skills": base["skills"]},
               "summary": summary, "verdicts": lines,
               "rows": [{k: r.get(k) for k in ("bench_method", "share", "seed", "variant", "train_path", "steps", "f1",
-                                              "f1_by_novelty", "skills", "wall_s", "first_loss", "final_loss",
-                                              "reused_from")} for r in rows],
+                                              "f1_by_novelty", "skills", "trainable_params", "wall_s", "first_loss",
+                                              "final_loss", "reused_from")} for r in rows],
               "wall_s": time.perf_counter() - start}
     out = Path(args.output_dir)
     for target in filter(None, [out / "summary.json", args.json]):
