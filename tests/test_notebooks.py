@@ -177,9 +177,9 @@ def test_06_eval_reproduces_the_study(kernel, trained, tmp_path):
     runs = {name: str(folder) for name, folder in trained.items()}
     # One replay share instead of the default two, and two of the three methods: what the test checks of the replay
     # runs does not depend on how many there are, and each costs a training run. Freeze's 25% is validation's choice,
-    # and the setting that meets the aim on unseen forms. The replay runs' floors come from the first machine's seeds
-    # alone; without replay, Freeze and full fine-tuning gave the same figures on both machines, to the last digit, and
-    # LoRA did not, so LoRA's replay is the one left to the rendered 06, which shows the defaults.
+    # and the setting that meets the aim on unseen forms; without replay full fine-tuning gives the same figures on both
+    # machines, to the last digit. The replay runs' floors come from both machines' seeds (LoRA's rank 16 from the
+    # second's alone), and LoRA's replay is the one left to the rendered 06, which shows the defaults.
     # Doc-to-question for one epoch instead of two (five runs of 57 steps instead of 114, about a minute less): the
     # test checks that the methods beat the base there, not by how much; the rendered 06 shows the default.
     execute("06_eval", tmp_path, kernel, runs=runs, output_dir=str(tmp_path / "out"), replay_shares=list(REPLAY_SHARES),

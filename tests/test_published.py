@@ -148,8 +148,9 @@ def test_method_floors_come_from_the_committed_benchmark(tmp_path):
                              "embedding": {"triple_f1": 0.0, "trainable_params": n["embedding"]},
                              "lora": {"triple_f1": f, "trainable_params": n["lora"]}}
                             for f, g in ((0.93, 0.75), (0.91, 0.70), (0.92, 0.65))]}
-    forgetting = {"rows": [{"bench_method": m, "share": share, "seed": seed, "f1": f}
-                           for m, f in (("lora", 0.5), ("full", 0.9)) for seed in (1, 2, 3) for share in (0.0, 0.1)]}
+    forgetting = {"rows": [{"bench_method": m, "share": share, "seed": seed, "f1": f, "trainable_params": n[variant]}
+                           for m, variant, f in (("lora", "lora", 0.5), ("full", "zero3", 0.9)) for seed in (1, 2, 3)
+                           for share in (0.0, 0.1)]}
     (tmp_path / "methods.json").write_text(json.dumps(methods))
     (tmp_path / "forgetting.json").write_text(json.dumps(forgetting))
     observed = observed_f1(tmp_path)
@@ -219,7 +220,7 @@ def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
     methods = {"per_seed": [{"lora": {"triple_f1": 0.9, "triple_f1_form": f, "trainable_params": n["lora"]}} for f in (0.88, 0.86, 0.87)]}
     (tmp_path / "methods.json").write_text(json.dumps(methods))
     (tmp_path / "forgetting.json").write_text(json.dumps({"rows": [
-        {"bench_method": "full", "share": 0.0, "seed": s, "f1": 0.9} for s in (1, 2, 3)]}))
+        {"bench_method": "full", "share": 0.0, "seed": s, "f1": 0.9, "trainable_params": n["zero3"]} for s in (1, 2, 3)]}))
     observed = observed_f1(tmp_path, metric="triple_f1_form")
     assert observed == {"lora": [0.88, 0.86, 0.87]}
     floors = method_floors(observed)
@@ -233,15 +234,21 @@ def test_floors_on_held_out_forms_come_from_the_same_benchmark(tmp_path):
 def test_replay_runs_get_floors_from_the_forgetting_benchmark(tmp_path):
     """06's replay runs (freeze-replay25, ...) get floors from bench_forgetting's rows of the same method and share,
     overall and on unseen forms; share 0 is the method's own run in 06; a replay run under its floor fails."""
-    from published import FLOOR_MARGIN, check_method_floors, method_floors, observed_f1
+    from published import FLOOR_MARGIN, check_method_floors, method_floors, notebooks_trainable, observed_f1
 
-    def row(method, share, seed, f1, form):
-        variant = {"freeze": "freeze", "full": "zero3"}[method] if share == 0 else f"{method}-replay{round(100 * share)}"
+    n = notebooks_trainable()
+
+    def row(method, share, seed, f1, form, trainable=None):
+        study = {"freeze": "freeze", "full": "zero3", "lora": "lora"}[method]
+        variant = study if share == 0 else f"{method}-replay{round(100 * share)}"
         return {"bench_method": method, "share": share, "seed": seed, "variant": variant, "f1": f1,
-                "f1_by_novelty": {"form": {"f1": form, "n": 130}}}
+                "f1_by_novelty": {"form": {"f1": form, "n": 130}}, "trainable_params": trainable or n[study]}
 
     rows = [row("freeze", 0.25, s, 0.85 + s / 100, 0.86 + s / 100) for s in (1, 2, 3)]
     rows += [row("full", 0.0, s, 0.81, 0.82) for s in (1, 2, 3)] + [row("full", 0.1, s, 0.82, 0.84) for s in (1, 2)]
+    # LoRA of another rank (half the notebooks' count), and a row that records no count: neither sets a floor
+    rows += [row("lora", 0.25, s, 0.5, 0.5, trainable=n["lora"] // 2) for s in (1, 2, 3)]
+    rows += [{k: v for k, v in row("lora", 0.1, s, 0.5, 0.5).items() if k != "trainable_params"} for s in (1, 2, 3)]
     (tmp_path / "forgetting.json").write_text(json.dumps({"rows": rows}))
     assert observed_f1(tmp_path) == {"freeze-replay25": [0.86, 0.87, 0.88], "zero3": [0.81] * 3, "full-replay10": [0.82] * 2}
     assert observed_f1(tmp_path, metric="triple_f1_form")["freeze-replay25"] == [0.87, 0.88, 0.89]
