@@ -18,8 +18,8 @@ makes, so the published numbers are asserted without training anything twice:
 from __future__ import annotations
 
 import json
-import sys
 import re
+import sys
 from pathlib import Path
 
 # The quickstart's held-out triple F1 (04's LoRA run with its defaults: run_method, greedy, 64 new tokens, LoRA rank 16 at

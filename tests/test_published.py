@@ -258,3 +258,24 @@ def test_replay_runs_get_floors_from_the_forgetting_benchmark(tmp_path):
     check_method_floors([replayed], floors, metric="triple_f1_form")
     with pytest.raises(AssertionError, match="freeze-replay25"):
         check_method_floors([{**replayed, "f1_by_novelty": {"form": {"f1": 0.81, "n": 130}}}], floors, metric="triple_f1_form")
+
+
+def test_forgetting_rows_that_record_no_count_take_their_benchmarks(tmp_path):
+    """A bench_forgetting row written before rows recorded what they trained counts by the count the bench_methods file
+    of the same machine and base records for its seed and method: the notebooks' shape counts, another rank does not."""
+    from published import method_floors, notebooks_trainable, observed_f1
+
+    n = notebooks_trainable()
+    machine = {"cpu_model": "a CPU", "cpu_capability": "AVX512", "torch": "2.13.0+cpu"}
+    counts = {"freeze": n["freeze"], "lora": n["lora"] // 2, "zero3": n["zero3"]}  # LoRA of half the notebooks' rank
+    methods = {"machine": machine, "base_weights": "w", "seeds": [1, 2, 3],
+               "per_seed": [{m: {"trainable_params": c} for m, c in counts.items()} for _ in range(3)]}
+    rows = [{"bench_method": m, "share": 0.25, "seed": s, "f1": 0.8, "f1_by_novelty": {}}
+            for m in ("freeze", "lora", "full") for s in (1, 2, 3)]
+    (tmp_path / "methods.json").write_text(json.dumps(methods))
+    (tmp_path / "forgetting.json").write_text(json.dumps({"machine": machine, "base_weights": "w", "rows": rows}))
+    assert set(method_floors(observed_f1(tmp_path))) == {"freeze-replay25", "full-replay25"}
+    # on another machine's benchmark, or another base's, nothing says what they trained: no floor
+    (tmp_path / "forgetting.json").write_text(json.dumps({"machine": {**machine, "cpu_model": "another"},
+                                                          "base_weights": "w", "rows": rows}))
+    assert method_floors(observed_f1(tmp_path)) == {}

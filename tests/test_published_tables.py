@@ -1053,7 +1053,7 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     assert (f"**Freeze on its top two layers with a 25% replay scores {form['mean']:.3f} ± {form['std']:.3f} on unseen "
             f"forms" in flat and "Its seeds score " + ", ".join(f"{v:.3f}" for v in seeds[:-1]) + f" and {seeds[-1]:.3f}" in flat)
     assert (f"Freeze without replay {now['freeze']['triple_f1_form']['mean']:.3f} ± {now['freeze']['triple_f1_form']['std']:.3f}; "
-            f"LoRA with the same replay {replay['lora-replay25']['f1_form']:.3f}") in flat
+            f"LoRA with the same replay {replay['lora-replay25']['f1_form']:.3f} (06's runs, rank 8 then)") in flat
     lora = summary[("lora-r16", 0.25)]["f1_by_novelty"]["form"]["mean"]
     assert f"({lora:.3f} against {replay['lora-replay25']['f1_form']:.3f} with the same replay)" in flat
     assert f"full fine-tuning with it {replay['full-replay25']['f1_form']:.3f}." in flat
@@ -1100,7 +1100,7 @@ def test_replay_section_is_the_committed_benchmark():
     assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
     assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4  # 06's runs, none new
     summary = bench["summary"]
-    names = {"Freeze": "freeze", "LoRA": "lora", "full (ZeRO-3)": "full"}
+    names = {"Freeze": "freeze", "LoRA (rank 8)": "lora", "full (ZeRO-3)": "full"}  # LoRA's rank then
     text = README.read_text(encoding="utf-8")
     rows = table_after(text, "| method | replay share | test F1 | unseen form | general skills kept |")
     base = bench["base"]
