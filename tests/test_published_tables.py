@@ -1083,6 +1083,21 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six'][reached]} of the six seeds reach 0.85" in flat
 
 
+def check_replay_table(text: str, header: str, bench: dict, lora: str) -> None:
+    """A replay table of the README is a bench_forgetting file's: the base's row, then one row per (method, share) of
+    its summary in order, each cell mean ± std over the seeds; ``lora``: the name its LoRA rows carry."""
+    names = {"Freeze": "freeze", lora: "lora", "full (ZeRO-3)": "full"}
+    rows = table_after(text, header + " test F1 | unseen form | general skills kept |")
+    base, summary = bench["base"], bench["summary"]
+    assert rows[0] == ["base", "-", f"{base['f1']:.3f}", f"{base['f1_by_novelty']['form']['f1']:.3f}",
+                       f"{base['skills']['overall']:.3f}"]
+    assert [(names[r[0]], int(r[1].rstrip("%"))) for r in rows[1:]] == [
+        (e["method"], round(100 * e["share"])) for e in summary.values()]
+    for (name, share, *cells), entry in zip(rows[1:], summary.values(), strict=True):
+        for cell, metric in zip(cells, ("f1", "form", "skills"), strict=True):
+            assert close_stat(cell, entry[metric]["mean"], entry[metric]["std"]), (name, share, metric, cell)
+
+
 def test_replay_section_is_the_committed_benchmark():
     """"Replay, over three seeds": forgetting.json's table (06's replay runs of the first machine's benchmark, gathered
     by bench_forgetting.py --reuse, none trained again), its verdicts, the Freeze run that is the test report's to the
@@ -1100,17 +1115,8 @@ def test_replay_section_is_the_committed_benchmark():
     assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
     assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4  # 06's runs, none new
     summary = bench["summary"]
-    names = {"Freeze": "freeze", "LoRA (rank 8)": "lora", "full (ZeRO-3)": "full"}  # LoRA's rank then
     text = README.read_text(encoding="utf-8")
-    rows = table_after(text, "| method | replay share | test F1 | unseen form | general skills kept |")
-    base = bench["base"]
-    assert rows[0] == ["base", "-", f"{base['f1']:.3f}", f"{base['f1_by_novelty']['form']['f1']:.3f}",
-                       f"{base['skills']['overall']:.3f}"]
-    assert [(names[r[0]], int(r[1].rstrip("%"))) for r in rows[1:]] == [
-        (e["method"], round(100 * e["share"])) for e in summary.values()]
-    for (name, share, *cells), entry in zip(rows[1:], summary.values(), strict=True):
-        for cell, metric in zip(cells, ("f1", "form", "skills"), strict=True):
-            assert close_stat(cell, entry[metric]["mean"], entry[metric]["std"]), (name, share, metric, cell)
+    check_replay_table(text, "| method | replay share |", bench, "LoRA (rank 8)")  # LoRA's rank then
     flat = " ".join(text.split())
 
     def at(method: str, share: int) -> dict:
@@ -1169,16 +1175,7 @@ def test_the_second_machines_replay_table_is_its_benchmark():
     assert all(row["trainable_params"] == now[REPLAYED[row["bench_method"]]] for row in bench["rows"])
     summary = bench["summary"]
     text = README.read_text(encoding="utf-8")
-    rows = table_after(text, "| method (second machine) | replay share | test F1 | unseen form | general skills kept |")
-    names = {"Freeze": "freeze", "LoRA (rank 16)": "lora", "full (ZeRO-3)": "full"}
-    base = bench["base"]
-    assert rows[0] == ["base", "-", f"{base['f1']:.3f}", f"{base['f1_by_novelty']['form']['f1']:.3f}",
-                       f"{base['skills']['overall']:.3f}"]
-    assert [(names[r[0]], int(r[1].rstrip("%"))) for r in rows[1:]] == [
-        (e["method"], round(100 * e["share"])) for e in summary.values()]
-    for (name, share, *cells), entry in zip(rows[1:], summary.values(), strict=True):
-        for cell, metric in zip(cells, ("f1", "form", "skills"), strict=True):
-            assert close_stat(cell, entry[metric]["mean"], entry[metric]["std"]), (name, share, metric, cell)
+    check_replay_table(text, "| method (second machine) | replay share |", bench, "LoRA (rank 16)")
     flat = " ".join(text.split())
 
     def at(method: str, share: int, of: dict = summary) -> dict:
