@@ -22,6 +22,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_methods import same_machine  # noqa: E402
+
 # The quickstart's held-out triple F1 (04's LoRA run with its defaults: run_method, greedy, 64 new tokens, LoRA rank 16 at
 # 1e-2, the 250-record test split), measured with two CPU processes of one thread: seed 1234 (the quickstart's)
 # 0.786 on the second machine below; seeds 1-3 (python benchmarks/bench_methods.py) 0.797, 0.821 and 0.819 there
@@ -94,15 +97,13 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
     """variant -> ``metric`` per seed (held-out triple F1; ``triple_f1_form``: on the test records said in a
     test-only form), from the committed benchmarks in ``results`` (see above; a forgetting.json row counts for a kind
     of novelty where it records its F1 per kind), of the runs that trained what the notebooks train now
-    (:func:`notebooks_trainable`). forgetting.json also gives 06's replay runs theirs, by their variant
-    (``freeze-replay25``, ...): bench_forgetting.py's runs are 06's, seeds 1-3, on the first machine only."""
+    (:func:`notebooks_trainable`). The bench_forgetting files (:data:`FORGETTING_FILES`) also give 06's replay runs
+    theirs, by their variant (``freeze-replay25``, ...): bench_forgetting.py's runs are 06's, seeds 1-3."""
     observed: dict[str, list[float]] = {}
     trainable = notebooks_trainable()
-    for name in METHOD_FILES:
-        methods = Path(results) / name
-        if not methods.is_file():
-            continue
-        bench = json.loads(methods.read_text(encoding="utf-8"))
+    paths = [Path(results) / name for name in METHOD_FILES]
+    benches = [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.is_file()]
+    for bench in benches:
         for seed in bench["per_seed"]:
             for variant, metrics in seed.items():
                 if variant != "base" and metrics.get(metric) is not None and metrics.get("trainable_params") == trainable[variant]:
@@ -117,7 +118,7 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
         bench = json.loads(forgetting.read_text(encoding="utf-8"))
         for row in bench["rows"]:
             # a row counts only if it trained what the notebooks train now (forgetting.json's LoRA is rank 8)
-            if row["bench_method"] not in REPLAYED or trained(row, bench, results) != trainable[REPLAYED[row["bench_method"]]]:
+            if row["bench_method"] not in REPLAYED or trained(row, bench, benches) != trainable[REPLAYED[row["bench_method"]]]:
                 continue
             # share 0 is 06's run of the method without replay (lora, zero3, freeze); a share is its replay run's own
             # variant in 06 (freeze-replay25, ...)
@@ -132,23 +133,16 @@ def observed_f1(results: str | Path = RESULTS, metric: str = "triple_f1") -> dic
     return observed
 
 
-def trained(row: dict, forgetting: dict, results: str | Path = RESULTS) -> int | None:
+def trained(row: dict, forgetting: dict, benches: list[dict]) -> int | None:
     """The parameters a bench_forgetting row trained: as it records them, or, for rows written before it did
     (forgetting.json), as the bench_methods file it gathered its runs from records them for the same seed and method
-    (the one of :data:`METHOD_FILES` measured on the same machine and base; a replay run trains what its method's run
-    without replay trains). None where neither says."""
+    (the one of ``benches``, the :data:`METHOD_FILES` read, measured on the same machine and base; a replay run trains
+    what its method's run without replay trains). None where neither says."""
     if "trainable_params" in row:
         return row["trainable_params"]
     from glmlab.notebooks.replay import REPLAYED
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from bench_methods import same_machine
-
-    for name in METHOD_FILES:
-        path = Path(results) / name
-        if not path.is_file():
-            continue
-        bench = json.loads(path.read_text(encoding="utf-8"))
+    for bench in benches:
         if (same_machine(bench.get("machine"), forgetting.get("machine")) and bench.get("base_weights") is not None
                 and bench.get("base_weights") == forgetting.get("base_weights") and row["seed"] in bench.get("seeds", [])):
             return bench["per_seed"][bench["seeds"].index(row["seed"])][REPLAYED[row["bench_method"]]]["trainable_params"]
