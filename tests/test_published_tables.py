@@ -40,6 +40,11 @@ SWEEP_LABELS = {"LoRA": "lora", "full": "zero3", "Freeze": "freeze", "P-tuning (
                 "P-tuning (embedding)": "embedding"}
 
 
+def mean_std(x: dict) -> str:
+    """A ``{"mean", "std"}`` summary as the README prints it: ``0.836 ± 0.015``."""
+    return f"{x['mean']:.3f} ± {x['std']:.3f}"
+
+
 def table_after(text: str, header: str) -> list[list[str]]:
     """The rows (cells stripped) of the Markdown table whose header row starts with ``header``."""
     lines = text.splitlines()
@@ -490,28 +495,25 @@ def test_what_the_second_machines_table_shows_is_its_benchmark():
     assert now["seeds"] == earlier["seeds"] == first["seeds"] == [1, 2, 3] and now["base_weights"] == first["base_weights"]
     flat = " ".join(README.read_text(encoding="utf-8").split())
 
-    def f(x: dict) -> str:
-        return f"{x['mean']:.3f} ± {x['std']:.3f}"
-
     old = earlier["summary"]["lora"]
-    assert f"gave rank 8 {f(old['triple_f1'])} overall and {f(old['triple_f1_form'])} on unseen forms" in flat
+    assert f"gave rank 8 {mean_std(old['triple_f1'])} overall and {mean_std(old['triple_f1_form'])} on unseen forms" in flat
     assert now["summary"]["lora"]["triple_f1"]["mean"] < old["triple_f1"]["mean"]  # "below rank 8"
     keys = ("triple_f1", "triple_f1_form", "triple_f1_pair", "triple_f1_opening", "skills_overall", "d2q_rouge-l")
     for a, b in zip(now["per_seed"], first["per_seed"], strict=True):
         assert all(a["zero3"][k] == b["zero3"][k] for k in keys)
     assert any(a["freeze"]["triple_f1"] != b["freeze"]["triple_f1"] for a, b in zip(now["per_seed"], first["per_seed"]))
-    assert (f"Freeze on its top two layers does not: {f(now['summary']['freeze']['triple_f1'])} here against "
-            f"{f(first['summary']['freeze']['triple_f1'])}") in flat
-    assert (f"the earlier run here: {f(earlier['summary']['projection']['triple_f1'])} and "
-            f"{f(earlier['summary']['embedding']['triple_f1'])})") in flat
+    assert (f"Freeze on its top two layers does not: {mean_std(now['summary']['freeze']['triple_f1'])} here against "
+            f"{mean_std(first['summary']['freeze']['triple_f1'])}") in flat
+    assert (f"the earlier run here: {mean_std(earlier['summary']['projection']['triple_f1'])} and "
+            f"{mean_std(earlier['summary']['embedding']['triple_f1'])})") in flat
     from published import QUICKSTART_F1_FLOOR
 
-    assert (f"the second machine's benchmark of the study ({f(now['summary']['lora']['triple_f1'])} against rank 8's "
-            f"{f(old['triple_f1'])} there)") in flat and f"the quickstart's floor is LoRA's ({QUICKSTART_F1_FLOOR})" in flat
+    assert (f"the second machine's benchmark of the study ({mean_std(now['summary']['lora']['triple_f1'])} against rank 8's "
+            f"{mean_std(old['triple_f1'])} there)") in flat and f"the quickstart's floor is LoRA's ({QUICKSTART_F1_FLOOR})" in flat
     form = {m: now["summary"][m]["triple_f1_form"] for m in ("freeze", "lora", "zero3")}
-    assert [m for m in sorted(now["summary"], key=lambda m: -now["summary"][m]["triple_f1_form"]["mean"])][:3] == list(form)
-    assert (f"its best on unseen forms is Freeze on its top two layers, {f(form['freeze'])}, then LoRA's rank 16, "
-            f"{f(form['lora'])}, and full fine-tuning, {f(form['zero3'])}") in flat
+    assert sorted(now["summary"], key=lambda m: -now["summary"][m]["triple_f1_form"]["mean"])[:3] == list(form)
+    assert (f"its best on unseen forms is Freeze on its top two layers, {mean_std(form['freeze'])}, then LoRA's rank 16, "
+            f"{mean_std(form['lora'])}, and full fine-tuning, {mean_std(form['zero3'])}") in flat
 
 
 def test_the_range_the_notebooks_readme_opens_with_is_the_benchmarks():
@@ -843,13 +845,10 @@ def test_freezes_top_two_on_the_test_split_as_the_shapes_section_reports_it():
     held = {(s["method"], s["share"]): s for s in json.loads((results / "held_words.json").read_text(encoding="utf-8"))["summary"]}
     flat = " ".join(README.read_text(encoding="utf-8").split())
 
-    def f(x: dict) -> str:
-        return f"{x['mean']:.3f} ± {x['std']:.3f}"
-
     assert words["freeze"]["f1"] == pytest.approx(now["freeze"]["triple_f1"]["mean"])  # the very runs
     assert words_before["freeze"]["f1"] == pytest.approx(before["freeze"]["triple_f1"]["mean"])
-    assert (f"Freeze on its top two layers scores {f(now['freeze']['triple_f1'])} overall against "
-            f"{f(before['freeze']['triple_f1'])} on its top layer, and {f(now['freeze']['triple_f1_form'])} on unseen forms "
+    assert (f"Freeze on its top two layers scores {mean_std(now['freeze']['triple_f1'])} overall against "
+            f"{mean_std(before['freeze']['triple_f1'])} on its top layer, and {mean_std(now['freeze']['triple_f1_form'])} on unseen forms "
             f"against {before['freeze']['triple_f1_form']['mean']:.3f}") in flat
     assert (f"{words['freeze']['recall_untrained_read']:.3f} against {words_before['freeze']['recall_untrained_read']:.3f} "
             f"(`unseen_words.json`; validation: {held[('freeze-2', 0.0)]['recall_held']['mean']:.3f} against "
@@ -858,7 +857,7 @@ def test_freezes_top_two_on_the_test_split_as_the_shapes_section_reports_it():
             f"{words['lora']['recall_trained_tail']:.3f}") in flat
     assert (f"it keeps {now['freeze']['skills_overall']['mean']:.3f} of the base's general skills, against "
             f"{before['freeze']['skills_overall']['mean']:.3f} on its top layer") in flat
-    assert (f"draws level with LoRA overall ({f(now['freeze']['triple_f1'])}) and scores {f(now['freeze']['triple_f1_form'])} "
+    assert (f"draws level with LoRA overall ({mean_std(now['freeze']['triple_f1'])}) and scores {mean_std(now['freeze']['triple_f1_form'])} "
             f"on unseen forms, and the best of all on unseen openings ({now['freeze']['triple_f1_opening']['mean']:.3f} "
             f"against LoRA's {now['lora']['triple_f1_opening']['mean']:.3f})") in flat
     assert max(now[m]["triple_f1_opening"]["mean"] for m in now) == now["freeze"]["triple_f1_opening"]["mean"]
@@ -882,11 +881,8 @@ def test_the_shapes_test_report_is_validations_choice_and_the_committed_file():
     assert item["f1"]["mean"] == pytest.approx(statistics.fmean(r["f1"] for r in runs))
     flat = " ".join(README.read_text(encoding="utf-8").split())
 
-    def f(x: dict) -> str:
-        return f"{x['mean']:.3f} ± {x['std']:.3f}"
-
-    assert (f"32 tokens score {f(item['f1'])} overall and {f(item['f1_by_novelty']['form'])} on unseen forms, against the 16 "
-            f"tokens' {f(now['embedding']['triple_f1'])} and {f(now['embedding']['triple_f1_form'])}") in flat
+    assert (f"32 tokens score {mean_std(item['f1'])} overall and {mean_std(item['f1_by_novelty']['form'])} on unseen forms, against the 16 "
+            f"tokens' {mean_std(now['embedding']['triple_f1'])} and {mean_std(now['embedding']['triple_f1_form'])}") in flat
 
 
 def test_the_second_machines_speed_is_the_benchmarks():
@@ -923,9 +919,6 @@ def test_unread_pair_rule_section_is_the_committed_benchmarks():
     words = json.loads((results / "unseen_words.json").read_text(encoding="utf-8"))["per_run"]
     words_top1 = json.loads((results / "unseen_words_report.json").read_text(encoding="utf-8"))["per_run"]
     assert pairs["rule"] == "unread-pair" and pairs["held_words"] == list(held_words(rule="unread-pair"))
-
-    def f(x: dict) -> str:
-        return f"{x['mean']:.3f} ± {x['std']:.3f}"
 
     assert same_machine(pairs["machine"], one["machine"]) and pairs["base_weights"] == one["base_weights"]
     text = README.read_text(encoding="utf-8")
@@ -998,7 +991,7 @@ def test_unread_pair_rule_section_is_the_committed_benchmarks():
     chosen = {label: (c["label"], c["share"]) for label, c in pairs["chosen"].items()}
     assert chosen == {"lora": ("lora-r16", 0.25), "zero3": ("zero3", 0.25), "freeze": ("freeze", 0.25),
                       "projection": ("projection-32", 0.0), "embedding": ("embedding-32", 0.0)}
-    assert f"They score {f(summary[('freeze', 0.0)]['f1'])} against {f(summary[('freeze-1', 0.0)]['f1'])} for the top layer" in flat
+    assert f"They score {mean_std(summary[('freeze', 0.0)]['f1'])} against {mean_std(summary[('freeze-1', 0.0)]['f1'])} for the top layer" in flat
     assert f"Three layers score {m('freeze-3')} without replay" in flat and f"top two with a 25% replay ({m('freeze', 0.25)})" in flat
     assert (f"rank 16 with a 25% replay** ({m('lora-r16', 0.25)}, against rank 8's {m('lora', 0.25)} with it)" in flat
             and f"Without replay rank 8 leads ({m('lora')} against {m('lora-r16')})" in flat)
@@ -1083,6 +1076,22 @@ def test_unread_pair_rules_choices_on_the_test_split_are_the_committed_report():
     assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six'][reached]} of the six seeds reach 0.85" in flat
 
 
+def gathered(name: str, methods_file: str) -> dict:
+    """A committed bench_forgetting file, checked to be ``bench_forgetting.py --reuse`` of ``methods_file``'s 06 runs:
+    its command, methods, seeds and shares, the same machine and base, every row reused (none trained again)."""
+    from glmlab.notebooks.replay import REPLAYED
+
+    results = REPO / "benchmarks" / "results"
+    bench = json.loads((results / name).read_text(encoding="utf-8"))
+    methods = json.loads((results / methods_file).read_text(encoding="utf-8"))
+    assert bench["command"] == f"python benchmarks/bench_forgetting.py --reuse runs/bench_methods --json benchmarks/results/{name}"
+    assert bench["methods"] == list(REPLAYED) and bench["seeds"] == [1, 2, 3] == methods["seeds"]
+    assert bench["shares"] == [0.0] + methods["replay_shares"] == [0.0, 0.05, 0.1, 0.25]
+    assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
+    assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4  # 06's runs, none new
+    return bench
+
+
 def check_replay_table(text: str, header: str, bench: dict, lora: str) -> None:
     """A replay table of the README is a bench_forgetting file's: the base's row, then one row per (method, share) of
     its summary in order, each cell mean ± std over the seeds; ``lora``: the name its LoRA rows carry."""
@@ -1106,14 +1115,7 @@ def test_replay_section_is_the_committed_benchmark():
     from published import method_floors
 
     results = REPO / "benchmarks" / "results"
-    bench = json.loads((results / "forgetting.json").read_text(encoding="utf-8"))
-    methods = json.loads((results / "methods.json").read_text(encoding="utf-8"))
-    assert bench["command"] == ("python benchmarks/bench_forgetting.py --reuse runs/bench_methods "
-                                "--json benchmarks/results/forgetting.json")
-    assert bench["methods"] == list(REPLAYED) and bench["seeds"] == [1, 2, 3] == methods["seeds"]
-    assert bench["shares"] == [0.0] + methods["replay_shares"] == [0.0, 0.05, 0.1, 0.25]
-    assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
-    assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4  # 06's runs, none new
+    bench = gathered("forgetting.json", "methods.json")
     summary = bench["summary"]
     text = README.read_text(encoding="utf-8")
     check_replay_table(text, "| method | replay share |", bench, "LoRA (rank 8)")  # LoRA's rank then
@@ -1161,16 +1163,8 @@ def test_the_second_machines_replay_table_is_its_benchmark():
     from glmlab.notebooks.replay import REPLAYED
     from published import notebooks_trainable
 
-    results = REPO / "benchmarks" / "results"
-    bench = json.loads((results / "forgetting_epyc_lora16.json").read_text(encoding="utf-8"))
-    methods = json.loads((results / NOW).read_text(encoding="utf-8"))
-    first = json.loads((results / "forgetting.json").read_text(encoding="utf-8"))
-    assert bench["command"] == ("python benchmarks/bench_forgetting.py --reuse runs/bench_methods "
-                                "--json benchmarks/results/forgetting_epyc_lora16.json")
-    assert bench["methods"] == list(REPLAYED) and bench["seeds"] == methods["seeds"] == [1, 2, 3]
-    assert bench["shares"] == [0.0] + methods["replay_shares"] == [0.0, 0.05, 0.1, 0.25]
-    assert same_machine(bench["machine"], methods["machine"]) and bench["base_weights"] == methods["base_weights"]
-    assert all(row["reused_from"] for row in bench["rows"]) and len(bench["rows"]) == 3 * 3 * 4
+    bench = gathered("forgetting_epyc_lora16.json", NOW)
+    first = json.loads((REPO / "benchmarks" / "results" / "forgetting.json").read_text(encoding="utf-8"))
     now = notebooks_trainable()
     assert all(row["trainable_params"] == now[REPLAYED[row["bench_method"]]] for row in bench["rows"])
     summary = bench["summary"]
@@ -1185,12 +1179,9 @@ def test_the_second_machines_replay_table_is_its_benchmark():
     assert ("Freeze keeps {:.3f} of the skills against {:.3f} without replay, LoRA's rank 16 {:.3f} against {:.3f}, full "
             "fine-tuning {:.3f} against {:.3f}.".format(*[at(m, s)["skills"]["mean"] for m in REPLAYED for s in (25, 0)])) in flat
 
-    def f(x: dict) -> str:
-        return f"{x['mean']:.3f} ± {x['std']:.3f}"
-
     form, form_first = at("freeze", 25)["form"], at("freeze", 25, first["summary"])["form"]
     assert form["mean"] >= 0.85 and form_first["mean"] >= 0.85
-    assert f"Freeze at 25% scores {f(form)} on unseen forms here**, so the aim of 0.85 is met on both machines ({f(form_first)}" in flat
+    assert f"Freeze at 25% scores {mean_std(form)} on unseen forms here**, so the aim of 0.85 is met on both machines ({mean_std(form_first)}" in flat
     # full fine-tuning: every seed's run without replay agrees across machines, seed 1's replay runs do not
     mine = {(r["bench_method"], r["share"], r["seed"]): r for r in bench["rows"]}
     theirs = {(r["bench_method"], r["share"], r["seed"]): r for r in first["rows"]}
@@ -1201,7 +1192,7 @@ def test_the_second_machines_replay_table_is_its_benchmark():
     assert all(same(("full", 0.0, s)) for s in (1, 2, 3))
     assert mine[("full", 0.1, 1)]["f1"] != theirs[("full", 0.1, 1)]["f1"]
     assert mine[("full", 0.25, 1)]["f1"] == theirs[("full", 0.25, 1)]["f1"] and not same(("full", 0.25, 1))
-    assert (f"unseen forms at 25%: {f(at('full', 25)['form'])} here against {f(at('full', 25, first['summary'])['form'])}") in flat
+    assert (f"unseen forms at 25%: {mean_std(at('full', 25)['form'])} here against {mean_std(at('full', 25, first['summary'])['form'])}") in flat
 
 
 def test_the_quickstarts_printed_f1_is_the_committed_04s():
