@@ -74,6 +74,12 @@ def _rank_main(argv: list[str] | None = None) -> int:
         reports[ds_file] = _report(engine)
         by_hand.close(engine)
     Path(opts.out, f"rank{opts.rank}.json").write_text(json.dumps(reports), encoding="utf-8")
+    # Leave the process group together, as glmlab.train does: a rank that exits with its gloo group still up can
+    # die in the interpreter's teardown ("terminate called without an active exception", once in CI under load).
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
     return 0
 
 
@@ -99,11 +105,12 @@ def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float =
                 procs.append(subprocess.Popen([*cmd, "--rank", str(r)], env=env, stdout=fh, stderr=subprocess.STDOUT))
         errors = []
         try:
-            for p, log in zip(procs, logs):
+            for r, (p, log) in enumerate(zip(procs, logs)):
                 p.wait(timeout=timeout)
                 if p.returncode:
                     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-                    errors.append(next((line for line in reversed(lines) if line.strip()), f"exit {p.returncode}"))
+                    last = next((line for line in reversed(lines) if line.strip()), "no output")
+                    errors.append(f"rank {r} exited {p.returncode}: {last}")
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -143,4 +150,6 @@ def optimizer_rows(reports: dict[str, list[dict]]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.exit(_rank_main())
+    from glmlab.train import _end_now
+
+    _end_now(_rank_main())  # the report is written and the group is gone: skip the interpreter's slow teardown
