@@ -594,6 +594,30 @@ def test_freeze_and_full_fine_tuning_give_one_figure_on_both_machines():
     assert any(a["lora"]["triple_f1"] != b["lora"]["triple_f1"] for a, b in zip(first, second))
 
 
+# The second machine's seed 1 again with the kernel and every training process on one thread, against its run on two:
+# the older settings (Freeze's top layer, 16-token prefixes, LoRA rank 8) and the notebooks' settings now.
+ONE_THREAD = {"methods_threads1.json": "methods_epyc.json", "methods_epyc_lora16_threads1.json": NOW}
+
+
+@pytest.mark.parametrize("one,two", ONE_THREAD.items())
+def test_one_thread_changes_no_figure(one, two):
+    """notebooks/README.md says the thread count changed no figure of quality on the second machine, so its two-thread
+    seeds stand for one thread too (and the floors, which count each run once, hold for both): every figure but time
+    and memory of each method, the base's included, is the same to the last digit."""
+    results = REPO / "benchmarks" / "results"
+    a, b = (json.loads((results / name).read_text(encoding="utf-8")) for name in (one, two))
+    assert same_machine(a["machine"], b["machine"]), (a["machine"], b["machine"])
+    assert (a["machine"]["torch_threads_in_notebooks"], a["machine"]["omp_num_threads_per_rank"]) == (1, "1")
+    assert b["machine"]["torch_threads_in_notebooks"] == 2
+    assert a["seeds"] == [1] and a["replay_shares"] == [0.25] and a["mode"] == b["mode"] and a["max_steps"] == b["max_steps"]
+    ours, theirs = a["per_seed"][0], b["per_seed"][b["seeds"].index(1)]
+    assert list(ours) == list(theirs)
+    for method, figures in ours.items():
+        compared = {k: v for k, v in figures.items() if k not in ("wall_s", "peak_mem_mb")}
+        assert len(compared) >= (1 if method == "base" else 12), (method, compared)
+        assert compared == {k: theirs[method].get(k) for k in compared}, method
+
+
 def test_timings_table_is_the_render_record():
     rows = {row[0].strip("`"): row for row in table_after(README.read_text(encoding="utf-8"), "| notebook | minutes |")}
     seconds = {}
