@@ -127,16 +127,33 @@ def test_bad_parameters_stop_the_setup_in_one_line(tmp_path, overrides, message)
     assert not (tmp_path / "out").exists()
 
 
+def probe_args(tmp_path):
+    from glmlab.args import TrainArgs
+    from glmlab.notebooks.pretrained import base_model_dir
+
+    return TrainArgs(train_path=str(SPO_TRAIN), model_name_or_path=str(base_model_dir("glm")), mode="glm",
+                     train_type="all", output_dir=str(tmp_path / "out"), max_len=64, max_src_len=48,
+                     per_device_train_batch_size=4, precision="fp32", learning_rate=1e-3)
+
+
+def test_zero3_probe_names_the_rank_that_failed_and_why(tmp_path):
+    """A rank that fails is named with its exit status and its last line (the ranks are watched together, so a
+    rank left waiting in a collective cannot hide another's error); a probe that outlives its timeout is ended and
+    says so (it raised subprocess.TimeoutExpired before)."""
+    from glmlab.notebooks import zero3_probe
+
+    with pytest.raises(RuntimeError, match=r"zero3 probe failed: rank [01] exited 1: .*--ds_file no_such\.json: no such file"):
+        zero3_probe.probe(probe_args(tmp_path), ["no_such.json"], nproc=2)
+    with pytest.raises(RuntimeError, match=r"zero3 probe failed: rank 0 still running after 1 s"):
+        zero3_probe.probe(probe_args(tmp_path), ["ds_zero3_no_offload.json"], nproc=2, timeout=1)
+
+
 def test_zero3_probe_sees_each_rank_hold_half(tmp_path):
     """05's probe: two ranks split a partitioned tensor in halves that add up to it, each stepping its half of
     the fp32 master weights; offload swaps torch's AdamW for DeepSpeed's CPU Adam."""
-    from glmlab.args import TrainArgs
     from glmlab.notebooks import zero3_probe
-    from glmlab.notebooks.pretrained import base_model_dir
 
-    args = TrainArgs(train_path=str(SPO_TRAIN), model_name_or_path=str(base_model_dir("glm")), mode="glm",
-                     train_type="all", output_dir=str(tmp_path / "out"), max_len=64, max_src_len=48,
-                     per_device_train_batch_size=4, precision="fp32", learning_rate=1e-3)
+    args = probe_args(tmp_path)
     configs = ["ds_zero3_no_offload.json", "ds_zero3_offload.json"]
     reports = zero3_probe.probe(args, configs, nproc=2)
     rows = zero3_probe.partition_rows(reports)

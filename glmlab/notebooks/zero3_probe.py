@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,8 @@ def _rank_main(argv: list[str] | None = None) -> int:
 def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float = 300) -> dict[str, list[dict]]:
     """Run ``nproc`` ranks on the CPU (one process group; each rank builds one engine per config of ``ds_files``,
     ZeRO-3 configs, in turn) with the run's ``args``; returns ds_file -> one report per rank (see the module
-    docstring). Raises ``RuntimeError`` with a rank's last output line if one fails."""
+    docstring). Raises ``RuntimeError`` naming the first rank that failed (its exit status and last output line),
+    or one still running after ``timeout`` seconds, once every rank has ended."""
     import tempfile
 
     from glmlab.args import to_argv
@@ -103,20 +105,25 @@ def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float =
         for r, log in enumerate(logs):
             with open(log, "w", encoding="utf-8") as fh:
                 procs.append(subprocess.Popen([*cmd, "--rank", str(r)], env=env, stdout=fh, stderr=subprocess.STDOUT))
-        errors = []
+        # Watch every rank at once: one that fails leaves the others waiting in a collective, so they are ended
+        # and the failed one is named (waiting on rank 0 first would report its timeout, not rank 1's error).
+        deadline = time.monotonic() + timeout
         try:
-            for r, (p, log) in enumerate(zip(procs, logs)):
-                p.wait(timeout=timeout)
-                if p.returncode:
-                    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-                    last = next((line for line in reversed(lines) if line.strip()), "no output")
-                    errors.append(f"rank {r} exited {p.returncode}: {last}")
+            while None in (codes := [p.poll() for p in procs]) and not any(codes) and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        if errors:
-            raise RuntimeError(f"zero3 probe failed: {errors[0]}")
+                    p.wait()
+        failed = next((r for r, code in enumerate(codes) if code), None)
+        hung = next((r for r, code in enumerate(codes) if code is None), None)
+        if failed is not None or hung is not None:
+            r = failed if failed is not None else hung
+            why = f"exited {codes[r]}" if failed is not None else f"still running after {timeout:.0f} s"
+            lines = logs[r].read_text(encoding="utf-8", errors="replace").splitlines()
+            last = next((line for line in reversed(lines) if line.strip()), "no output")
+            raise RuntimeError(f"zero3 probe failed: rank {r} {why}: {last}")
         ranks = [json.loads(Path(out, f"rank{r}.json").read_text(encoding="utf-8")) for r in range(nproc)]
     return {ds_file: [rank[ds_file] for rank in ranks] for ds_file in ds_files}
 
