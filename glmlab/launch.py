@@ -122,6 +122,19 @@ def rank_commands(nproc: int, train_argv: list[str], master_port: int) -> tuple[
     return cmd, rank_envs
 
 
+def watch_ranks(procs: list[subprocess.Popen], timeout: float | None = None) -> list[int | None]:
+    """Poll a job's processes, all at once, until every one has ended well, one has failed, or ``timeout``
+    seconds have passed; returns their exit statuses then (``None``: still running). All at once, because a
+    rank that fails leaves the others waiting in a collective: waiting on each in turn would wait forever,
+    or until a timeout that hides the failure."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        codes = [p.poll() for p in procs]
+        if any(codes) or None not in codes or (deadline is not None and time.monotonic() >= deadline):
+            return codes
+        time.sleep(0.05)
+
+
 def run_ranks(cmd: list[str], rank_envs: list[dict[str, str]], env: dict[str, str], stdout=None, stderr=None,
               grace: float = 10.0) -> int:
     """Run one process per rank (``cmd`` with ``env`` plus the rank's variables) until all end; returns 0, or
@@ -145,15 +158,10 @@ def run_ranks(cmd: list[str], rank_envs: list[dict[str, str]], env: dict[str, st
 
     previous = signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143))) if _main_thread() else None
     try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = next((code for code in codes if code not in (None, 0)), None)
-            if failed is not None:
-                stop()
-                return failed
-            if all(code == 0 for code in codes):
-                return 0
-            time.sleep(0.05)
+        failed = next((code for code in watch_ranks(procs) if code), 0)
+        if failed:
+            stop()
+        return failed
     except BaseException:  # Ctrl-C, or the caller interrupted: no rank outlives this call
         stop()
         raise

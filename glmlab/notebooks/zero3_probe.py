@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float =
     import tempfile
 
     from glmlab.args import to_argv
-    from glmlab.launch import PACKAGE_PARENT, free_port
+    from glmlab.launch import PACKAGE_PARENT, free_port, watch_ranks
 
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
@@ -105,12 +104,8 @@ def probe(args: TrainArgs, ds_files: list[str], nproc: int = 2, timeout: float =
         for r, log in enumerate(logs):
             with open(log, "w", encoding="utf-8") as fh:
                 procs.append(subprocess.Popen([*cmd, "--rank", str(r)], env=env, stdout=fh, stderr=subprocess.STDOUT))
-        # Watch every rank at once: one that fails leaves the others waiting in a collective, so they are ended
-        # and the failed one is named (waiting on rank 0 first would report its timeout, not rank 1's error).
-        deadline = time.monotonic() + timeout
-        try:
-            while None in (codes := [p.poll() for p in procs]) and not any(codes) and time.monotonic() < deadline:
-                time.sleep(0.1)
+        try:  # the first rank to fail is named, and the others, left waiting in a collective, ended
+            codes = watch_ranks(procs, timeout)
         finally:
             for p in procs:
                 if p.poll() is None:
